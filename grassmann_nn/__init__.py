@@ -1,0 +1,16 @@
+"""Riemannian optimization on the Grassmann and Stiefel manifolds for PyTorch."""
+
+import warnings
+
+# NOTE: geoopt 0.5.1 decorates helpers with torch.jit.script at import time, which torch >= 2.9
+# reports as a FutureWarning. Importing it here, once and with that warning silenced, keeps the
+# warning out of every user's log without hiding any other warning.
+with warnings.catch_warnings():
+    warnings.filterwarnings("ignore", message=r"`torch\.jit\.script", category=FutureWarning)
+    import geoopt  # noqa: F401
+
+from grassmann_nn.manifolds import Grassmann, Stiefel
+
+__all__ = ["Grassmann", "Stiefel"]
+
+__version__ = "0.1.0"
