@@ -9,8 +9,9 @@ with warnings.catch_warnings():
     warnings.filterwarnings("ignore", message=r"`torch\.jit\.script", category=FutureWarning)
     import geoopt  # noqa: F401
 
-from grassmann_nn.manifolds import Grassmann, Stiefel
+from grassmann_nn.manifolds import Grassmann, Stiefel, principal_angles
+from grassmann_nn.retractions import RETRACTIONS, get_retraction
 
-__all__ = ["Grassmann", "Stiefel"]
+__all__ = ["RETRACTIONS", "Grassmann", "Stiefel", "get_retraction", "principal_angles"]
 
 __version__ = "0.1.0"
