@@ -9,9 +9,33 @@ with warnings.catch_warnings():
     warnings.filterwarnings("ignore", message=r"`torch\.jit\.script", category=FutureWarning)
     import geoopt  # noqa: F401
 
+from grassmann_nn import losses, manifolds, metrics, nn, optim, retractions
+from grassmann_nn.losses import CenterLoss, ContrastiveCenterLoss, SilhouetteLoss
 from grassmann_nn.manifolds import Grassmann, Stiefel, principal_angles
+from grassmann_nn.nn import GrassmannLinear, StiefelLinear, orthonormality_error, retract_
+from grassmann_nn.optim import RiemannianSGD
 from grassmann_nn.retractions import RETRACTIONS, get_retraction
 
-__all__ = ["RETRACTIONS", "Grassmann", "Stiefel", "get_retraction", "principal_angles"]
+__all__ = [
+    "RETRACTIONS",
+    "CenterLoss",
+    "ContrastiveCenterLoss",
+    "Grassmann",
+    "GrassmannLinear",
+    "RiemannianSGD",
+    "SilhouetteLoss",
+    "Stiefel",
+    "StiefelLinear",
+    "get_retraction",
+    "losses",
+    "manifolds",
+    "metrics",
+    "nn",
+    "optim",
+    "orthonormality_error",
+    "principal_angles",
+    "retract_",
+    "retractions",
+]
 
 __version__ = "0.1.0"

@@ -100,7 +100,15 @@ def _retract_checked(name: str, kernel: Retraction, *inputs: torch.Tensor) -> to
     if not _all_finite(*inputs):
         _raise_non_finite(name, *inputs)
 
-    result = kernel(*inputs)
+    try:
+        result = kernel(*inputs)
+    except torch.linalg.LinAlgError as error:
+        # A decomposition met overflowed intermediate values (a step of norm ~1e30, say).
+        raise FloatingPointError(
+            f"the {name} retraction failed for input of shape {tuple(inputs[0].shape)}: "
+            f"{error} Check the step size: the learning rate times the gradient is too large."
+        ) from error
+
     if not _all_finite(result):
         _raise_non_finite(name, *inputs)
     return result
@@ -299,8 +307,9 @@ def _step_scale(u: torch.Tensor) -> torch.Tensor:
     result does not depend on r, so r carries no gradient, and large steps keep the block
     matrix well balanced for the scaling-and-squaring algorithm of ``matrix_exp``.
     """
-    norm = torch.linalg.matrix_norm(u.detach()).unsqueeze(-1).unsqueeze(-1)
-    return norm.clamp_min(1.0)
+    # The norm is taken in float64 so that a float32 step of norm above ~1e19 does not overflow.
+    norm = torch.linalg.matrix_norm(u.detach().double()).to(u.dtype)
+    return norm.unsqueeze(-1).unsqueeze(-1).clamp_min(1.0)
 
 
 def _block(top_left, top_right, bottom_left, bottom_right) -> torch.Tensor:

@@ -155,9 +155,7 @@ def point_and_tangent(
     """
     shape = shapes(manifold, n=n, p=p, max_batch_dims=max_batch_dims)
     point = points(manifold, shape, dtype=dtype, device=device)
-    return point.flatmap(
-        lambda x: tangent_vectors(manifold, x, norm=norm).map(lambda u: (x, u))
-    )
+    return point.flatmap(lambda x: tangent_vectors(manifold, x, norm=norm).map(lambda u: (x, u)))
 
 
 def _shape_strategy(manifold, shape) -> st.SearchStrategy[tuple[int, ...]]:

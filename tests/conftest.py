@@ -1,5 +1,8 @@
 """Shared fixtures: the devices every device-generic test runs on."""
 
+import grassmann_nn  # noqa: F401  (first: it imports geoopt with geoopt's FutureWarning silenced)
+
+# isort: split
 import pytest
 import torch
 from hypothesis import HealthCheck, settings

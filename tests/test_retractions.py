@@ -71,6 +71,21 @@ def test_non_finite_step_raises(name, bad):
         RETRACTIONS[name](x, u)
 
 
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("scale", [1e30, 3e38])
+def test_huge_step_raises_or_stays_orthonormal(name, scale):
+    # An exploding learning rate gives a finite but huge step: the result is either a valid
+    # point or a FloatingPointError, never NaN and never a raw LinAlgError.
+    x = orthonormal(20, 3, dtype=torch.float32)
+    u = horizontal(orthonormal(20, 3), scale=scale / 10).float()
+    try:
+        y = RETRACTIONS[name](x, u)
+    except FloatingPointError as error:
+        assert f"the {name} retraction" in str(error)
+        return
+    assert orthonormality_error(y) < tolerance(torch.float32, 20)
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
 @pytest.mark.parametrize("name", NAMES)
 def test_polar_gradient_at_identity_columns(name, dtype):

@@ -1,0 +1,451 @@
+r"""Functional kernel of :class:`~grassmann_nn.optim.RiemannianSGD`.
+
+The kernel works in three phases so that a failed step changes nothing:
+
+1. :func:`compute_sgd_updates` computes the new value of every parameter and momentum buffer
+   out of place, without writing into any tensor it was given;
+2. :func:`check_finite_updates` verifies, with one host synchronization per device, that every
+   new value is finite;
+3. :func:`apply_sgd_updates` copies the new values into the parameters and momentum buffers in
+   place, so their storage (``data_ptr()``) never changes.
+
+A plain tensor follows the arithmetic of ``torch.optim.SGD``'s single-tensor kernel operation by
+operation, so it gets the same numbers. A :class:`geoopt.ManifoldTensor` (or
+:class:`geoopt.ManifoldParameter`) is updated with its manifold's Riemannian gradient, retraction
+and vector transport.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import geoopt
+import torch
+from torch import Tensor
+
+__all__ = [
+    "ParameterUpdate",
+    "apply_sgd_updates",
+    "check_gradients",
+    "check_finite_updates",
+    "compute_sgd_updates",
+    "riemannian_sgd",
+]
+
+
+@dataclass(frozen=True)
+class ParameterUpdate:
+    """New values for one parameter and its momentum buffer, computed but not yet applied.
+
+    Attributes:
+        param: The parameter that the update is for.
+        new_param: Its value after the step.
+        momentum_buffer: Its momentum buffer before the step, or ``None`` when it has none yet.
+        new_momentum_buffer: Its momentum buffer after the step, or ``None`` without momentum.
+        group_index: Index of the parameter's param group, used in error messages.
+        param_index: Index of the parameter inside its group, used in error messages.
+    """
+
+    param: Tensor
+    new_param: Tensor
+    momentum_buffer: Tensor | None
+    new_momentum_buffer: Tensor | None
+    group_index: int = 0
+    param_index: int = 0
+
+
+def _describe_parameter(param: Tensor, group_index: int, param_index: int) -> str:
+    """Name a parameter by its position in the optimizer, its shape and its manifold."""
+    description = (
+        f"parameter {param_index} of param group {group_index} (shape {tuple(param.shape)}, "
+        f"dtype {param.dtype}"
+    )
+    if isinstance(param, geoopt.ManifoldTensor):
+        description += f", manifold {param.manifold}"
+    return description + ")"
+
+
+def _euclidean_gradient(
+    param: Tensor, grad: Tensor, *, weight_decay: float, maximize: bool
+) -> Tensor:
+    r"""Return :math:`\pm g + \lambda \theta` without writing into ``grad``.
+
+    The operations and their order are those of ``torch.optim.SGD``, so the result is the same
+    floating-point value.
+    """
+    if maximize:
+        grad = -grad
+
+    if weight_decay != 0:
+        grad = grad.add(param, alpha=weight_decay)
+
+    return grad
+
+
+def _momentum_direction(
+    grad: Tensor,
+    momentum_buffer: Tensor | None,
+    *,
+    momentum: float,
+    dampening: float,
+    nesterov: bool,
+) -> tuple[Tensor, Tensor | None]:
+    r"""Return the descent direction and the new momentum buffer for one parameter.
+
+    With :math:`\mu` = ``momentum`` and :math:`\tau` = ``dampening`` the buffer is
+    :math:`b_1 = g_1` and :math:`b_t = \mu b_{t-1} + (1 - \tau) g_t`. The direction is
+    :math:`g_t + \mu b_t` with Nesterov momentum and :math:`b_t` otherwise. The old buffer is
+    read, never written.
+    """
+    if momentum == 0:
+        return grad, None
+
+    if momentum_buffer is None:
+        new_buffer = grad.detach().clone()
+    else:
+        new_buffer = momentum_buffer.mul(momentum).add_(grad, alpha=1 - dampening)
+
+    if nesterov:
+        return grad.add(new_buffer, alpha=momentum), new_buffer
+    return new_buffer, new_buffer
+
+
+def _update_euclidean(
+    param: Tensor,
+    grad: Tensor,
+    momentum_buffer: Tensor | None,
+    *,
+    lr: float,
+    momentum: float,
+    dampening: float,
+    weight_decay: float,
+    nesterov: bool,
+    maximize: bool,
+) -> tuple[Tensor, Tensor | None]:
+    r"""Compute ``torch.optim.SGD``'s update :math:`\theta - \gamma d` of a plain tensor."""
+    grad = _euclidean_gradient(param, grad, weight_decay=weight_decay, maximize=maximize)
+
+    direction, new_buffer = _momentum_direction(
+        grad, momentum_buffer, momentum=momentum, dampening=dampening, nesterov=nesterov
+    )
+
+    new_param = param.add(direction, alpha=-lr)
+    return new_param, new_buffer
+
+
+def _update_on_manifold(
+    param: geoopt.ManifoldTensor,
+    grad: Tensor,
+    momentum_buffer: Tensor | None,
+    *,
+    lr: float,
+    momentum: float,
+    dampening: float,
+    weight_decay: float,
+    nesterov: bool,
+    maximize: bool,
+) -> tuple[Tensor, Tensor | None]:
+    r"""Compute the Riemannian SGD update of a tensor on a manifold.
+
+    The Euclidean gradient (with the weight decay term) becomes the Riemannian gradient
+    :math:`\operatorname{grad} f(x)` through ``manifold.egrad2rgrad``. The momentum buffer, a
+    tangent vector at :math:`x`, is started from that Riemannian gradient and combined with it as
+    in ``torch.optim.SGD``. The new point is :math:`R_x(-\gamma d)` with the manifold's retraction
+    :math:`R`, and the new buffer is the old one carried to :math:`R_x(-\gamma d)` by the
+    manifold's vector transport (``manifold.retr_transp``). This is Riemannian SGD as in
+    "Stochastic gradient descent on Riemannian manifolds" (Bonnabel, arXiv:1111.5280), with
+    momentum as in geoopt's ``RiemannianSGD``.
+    """
+    manifold = param.manifold
+
+    egrad = _euclidean_gradient(param, grad, weight_decay=weight_decay, maximize=maximize)
+    rgrad = manifold.egrad2rgrad(param, egrad)
+
+    direction, new_buffer = _momentum_direction(
+        rgrad, momentum_buffer, momentum=momentum, dampening=dampening, nesterov=nesterov
+    )
+
+    step = direction.mul(-lr)
+    try:
+        if new_buffer is None:
+            return manifold.retr(param, step), None
+        return manifold.retr_transp(param, step, new_buffer)
+    except torch.linalg.LinAlgError as error:
+        # A finite gradient times a huge learning rate can overflow, and the decompositions
+        # inside a retraction then fail. Report that as the floating-point error it is.
+        if bool(torch.isfinite(step).all()):
+            raise
+        raise FloatingPointError(
+            f"the retraction step -lr * direction (lr = {lr}) contains inf or NaN"
+        ) from error
+
+
+def compute_sgd_updates(
+    params: Sequence[Tensor],
+    grads: Sequence[Tensor],
+    momentum_buffer_list: Sequence[Tensor | None],
+    *,
+    lr: float | Tensor,
+    momentum: float,
+    dampening: float,
+    weight_decay: float,
+    nesterov: bool,
+    maximize: bool = False,
+    group_index: int = 0,
+    param_indices: Sequence[int] | None = None,
+) -> list[ParameterUpdate]:
+    r"""Compute one Riemannian SGD step for a list of parameters without applying it.
+
+    Nothing given to this function is written: not the parameters, not their gradients, not the
+    momentum buffers.
+
+    Args:
+        params: Parameters to update, plain tensors or :class:`geoopt.ManifoldTensor`.
+        grads: Their Euclidean gradients, dense, one per parameter.
+        momentum_buffer_list: Their momentum buffers, ``None`` where a parameter has none yet.
+            Ignored when ``momentum`` is 0.
+        lr: Learning rate :math:`\gamma`, a float or a one-element tensor.
+        momentum: Momentum factor :math:`\mu`.
+        dampening: Dampening :math:`\tau` for momentum.
+        weight_decay: L2 penalty :math:`\lambda`, added to the Euclidean gradient as
+            :math:`\lambda \theta` before the Riemannian gradient is formed.
+        nesterov: Whether to use Nesterov momentum.
+        maximize: Whether to maximize the objective instead of minimizing it.
+        group_index: Index of the param group, used in error messages only.
+        param_indices: Index of each parameter inside its group, used in error messages only.
+            Defaults to the position in ``params``.
+
+    Returns:
+        One :class:`ParameterUpdate` per parameter, in order.
+
+    Raises:
+        ValueError: If the three lists differ in length.
+        TypeError: If a gradient is sparse.
+        FloatingPointError: If a manifold's retraction raises it; the message names the
+            parameter.
+    """
+    if not len(params) == len(grads) == len(momentum_buffer_list):
+        raise ValueError(
+            "params, grads and momentum_buffer_list must have the same length, got "
+            f"{len(params)}, {len(grads)} and {len(momentum_buffer_list)}."
+        )
+
+    if param_indices is None:
+        param_indices = range(len(params))
+
+    lr = float(lr)
+    updates = []
+    for param_index, param, grad, momentum_buffer in zip(
+        param_indices, params, grads, momentum_buffer_list, strict=True
+    ):
+        if grad.is_sparse:
+            raise _sparse_gradient_error(param, group_index, param_index)
+
+        if momentum == 0:
+            momentum_buffer = None
+
+        if isinstance(param, geoopt.ManifoldTensor):
+            update_fn = _update_on_manifold
+        else:
+            update_fn = _update_euclidean
+
+        try:
+            new_param, new_buffer = update_fn(
+                param,
+                grad,
+                momentum_buffer,
+                lr=lr,
+                momentum=momentum,
+                dampening=dampening,
+                weight_decay=weight_decay,
+                nesterov=nesterov,
+                maximize=maximize,
+            )
+        except FloatingPointError as error:
+            # Retractions raise FloatingPointError rather than return inf or NaN. Name the
+            # parameter, which their message cannot.
+            raise FloatingPointError(
+                f"The update of {_describe_parameter(param, group_index, param_index)} failed, "
+                f"so the optimizer step was rejected and no parameter or momentum buffer was "
+                f"changed: {error}"
+            ) from error
+        updates.append(
+            ParameterUpdate(param, new_param, momentum_buffer, new_buffer, group_index, param_index)
+        )
+
+    return updates
+
+
+def _all_finite(tensors: Sequence[Tensor]) -> bool:
+    """Return whether every tensor is free of inf and NaN, with one host sync per device."""
+    flags_by_device: dict[torch.device, list[Tensor]] = {}
+    for tensor in tensors:
+        flags_by_device.setdefault(tensor.device, []).append(torch.isfinite(tensor).all())
+
+    return all(bool(torch.stack(flags).all()) for flags in flags_by_device.values())
+
+
+def _sparse_gradient_error(param: Tensor, group_index: int, param_index: int) -> TypeError:
+    return TypeError(
+        "RiemannianSGD does not support sparse gradients, but "
+        f"{_describe_parameter(param, group_index, param_index)} has one. Use dense gradients "
+        "(for example nn.Embedding(sparse=False)) or torch.optim.SGD."
+    )
+
+
+def check_gradients(
+    params: Sequence[Tensor],
+    grads: Sequence[Tensor],
+    *,
+    group_indices: Sequence[int] | None = None,
+    param_indices: Sequence[int] | None = None,
+) -> None:
+    """Raise if any gradient is sparse or contains inf or NaN, naming the first such parameter.
+
+    Checking the gradients before the step keeps non-finite input away from the retractions,
+    whose matrix decompositions can fail on it with a less helpful error.
+
+    Args:
+        params: The parameters, used to describe the failure.
+        grads: Their gradients.
+        group_indices: Param group of each parameter, for the message. Defaults to 0.
+        param_indices: Index of each parameter in its group, for the message. Defaults to the
+            position in ``params``.
+
+    Raises:
+        TypeError: If a gradient is sparse.
+        FloatingPointError: If a gradient is not finite.
+    """
+    if group_indices is None:
+        group_indices = [0] * len(params)
+    if param_indices is None:
+        param_indices = range(len(params))
+
+    labelled = list(zip(params, grads, group_indices, param_indices, strict=True))
+    for param, grad, group_index, param_index in labelled:
+        if grad.is_sparse:
+            raise _sparse_gradient_error(param, group_index, param_index)
+
+    if _all_finite(grads):
+        return
+
+    for param, grad, group_index, param_index in labelled:
+        if bool(torch.isfinite(grad).all()):
+            continue
+
+        raise FloatingPointError(
+            f"The gradient of {_describe_parameter(param, group_index, param_index)} contains "
+            "inf or NaN, so the optimizer step was rejected and no parameter or momentum buffer "
+            "was changed. Check the loss for overflow or skip this step."
+        )
+
+
+def check_finite_updates(updates: Sequence[ParameterUpdate]) -> None:
+    """Raise if any new parameter value or momentum buffer contains inf or NaN.
+
+    Args:
+        updates: The output of :func:`compute_sgd_updates`, possibly for several param groups.
+
+    Raises:
+        FloatingPointError: Naming the first parameter whose new value or new momentum buffer is
+            not finite.
+    """
+    new_values = [update.new_param for update in updates]
+    new_values += [u.new_momentum_buffer for u in updates if u.new_momentum_buffer is not None]
+    if _all_finite(new_values):
+        return
+
+    for update in updates:
+        description = _describe_parameter(update.param, update.group_index, update.param_index)
+        if not bool(torch.isfinite(update.new_param).all()):
+            failed_value = "new value (the result of the update or retraction)"
+        elif update.new_momentum_buffer is not None and not bool(
+            torch.isfinite(update.new_momentum_buffer).all()
+        ):
+            failed_value = "new momentum buffer"
+        else:
+            continue
+
+        raise FloatingPointError(
+            f"The {failed_value} of {description} contains inf or NaN although its gradient is "
+            "finite, so the optimizer step was rejected and no parameter or momentum buffer was "
+            "changed. "
+            "Lower the learning rate, or check the parameter's value and its manifold's "
+            "retraction."
+        )
+
+
+def apply_sgd_updates(updates: Sequence[ParameterUpdate]) -> list[Tensor | None]:
+    """Copy computed updates into the parameters and momentum buffers in place.
+
+    Existing momentum buffers are overwritten with ``copy_``, so parameters and buffers keep
+    their storage. A parameter without a buffer gets the newly computed tensor.
+
+    Args:
+        updates: The output of :func:`compute_sgd_updates`, after :func:`check_finite_updates`.
+
+    Returns:
+        The momentum buffer of each parameter after the step (``None`` without momentum), in the
+        order of ``updates``.
+    """
+    momentum_buffers: list[Tensor | None] = []
+    with torch.no_grad():
+        for update in updates:
+            update.param.copy_(update.new_param)
+
+            buffer = update.momentum_buffer
+            if update.new_momentum_buffer is None:
+                buffer = None
+            elif buffer is None:
+                # A manifold may return a view, such as a transpose. Store a dense tensor.
+                buffer = update.new_momentum_buffer.contiguous()
+            else:
+                buffer.copy_(update.new_momentum_buffer)
+            momentum_buffers.append(buffer)
+
+    return momentum_buffers
+
+
+def riemannian_sgd(
+    params: list[Tensor],
+    grads: list[Tensor],
+    momentum_buffer_list: list[Tensor | None],
+    *,
+    lr: float | Tensor,
+    momentum: float,
+    dampening: float,
+    weight_decay: float,
+    nesterov: bool,
+    maximize: bool = False,
+) -> None:
+    r"""Perform one Riemannian SGD step on a list of parameters, all or nothing.
+
+    The functional counterpart of :class:`~grassmann_nn.optim.RiemannianSGD` for one param group,
+    with the calling convention of ``torch.optim.sgd``: parameters and existing momentum buffers
+    are updated in place, and ``None`` entries of ``momentum_buffer_list`` are replaced by the
+    new buffers. See :func:`compute_sgd_updates` for the arguments.
+
+    Raises:
+        TypeError: If a gradient is sparse.
+        FloatingPointError: If a gradient or a computed value contains inf or NaN, or a
+            retraction raises it. Nothing has been written when it is raised.
+    """
+    check_gradients(params, grads)
+
+    updates = compute_sgd_updates(
+        params,
+        grads,
+        momentum_buffer_list,
+        lr=lr,
+        momentum=momentum,
+        dampening=dampening,
+        weight_decay=weight_decay,
+        nesterov=nesterov,
+        maximize=maximize,
+    )
+    check_finite_updates(updates)
+
+    new_buffers = apply_sgd_updates(updates)
+    if momentum != 0:
+        momentum_buffer_list[:] = new_buffers
