@@ -1,0 +1,269 @@
+"""Tests of the ``train`` subcommand: options, output files, checkpoints and resumption."""
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from examples.defrag import train
+from examples.defrag.__main__ import build_parser, main
+
+MNIST_DIR = Path(__file__).parents[2].parent / "shared" / "datasets" / "mnist"
+FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
+
+TINY_RUN = ["--limit-train", "128", "--limit-test", "100", "--batch-size", "64"]
+TRAIN_OPTIONS = [
+    "--dataset", "--data-dir", "--cache-dir", "--download", "--limit-train", "--limit-test",
+    "--feature", "--feature-dim", "--loss", "--lambda", "--alpha", "--retraction",
+    "--optimizer", "--epochs", "--batch-size", "--lr", "--lr-schedule", "--momentum",
+    "--weight-decay", "--seed", "--device", "--output-dir", "--resume",
+]  # fmt: skip
+
+
+@pytest.fixture
+def data_args(tmp_path):
+    """Options that select the smallest dataset available here, with a private cache."""
+    cache = ["--cache-dir", str(tmp_path / "cache")]
+    if MNIST_DIR.is_dir():
+        return ["--dataset", "mnist", "--data-dir", str(MNIST_DIR), *cache]
+    if FASHION_DIR.is_dir():
+        return ["--dataset", "fashion-mnist", *cache]
+    pytest.skip("neither the MNIST test split nor Debian's Fashion-MNIST is available")
+
+
+def parse_config(argv):
+    return train.config_from_args(build_parser().parse_args(["train", *argv]))
+
+
+def read_metrics(output_dir):
+    return json.loads((output_dir / "metrics.json").read_text())
+
+
+def without_timings(rows):
+    return [
+        {key: value for key, value in row.items() if not key.endswith("_seconds")} for row in rows
+    ]
+
+
+def load_checkpoint(output_dir):
+    return torch.load(output_dir / "checkpoint.pt", weights_only=True)
+
+
+def assert_state_dicts_equal(first, second):
+    assert first.keys() == second.keys()
+    for key in first:
+        assert torch.equal(first[key], second[key]), key
+
+
+def test_help_lists_every_option(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "--help"])
+
+    text = capsys.readouterr().out
+    assert exit_info.value.code == 0
+    for option in TRAIN_OPTIONS:
+        assert option in text, option
+    assert text.count("(default:") == len(TRAIN_OPTIONS)
+
+
+def test_help_lists_subcommands(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+
+    assert "train" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["--retraction", "none"], "--feature grassmann conflicts with --retraction none"),
+        (["--feature", "relu", "--retraction", "qr"], "--retraction qr conflicts with --feature"),
+        (["--loss", "ce", "--lambda", "0.5"], "--lambda conflicts with --loss ce"),
+        (["--loss", "ce", "--alpha", "0.5"], "--alpha conflicts with --loss ce"),
+        (
+            ["--optimizer", "adam-then-retract", "--momentum", "0.5"],
+            "--momentum conflicts with --optimizer adam-then-retract",
+        ),
+        (
+            ["--optimizer", "sgd-then-retract", "--retraction", "qr"],
+            "--retraction qr conflicts with --optimizer sgd-then-retract",
+        ),
+        (["--feature-dim", "256"], "--feature-dim below 256"),
+        (["--resume"], "--resume needs --output-dir"),
+        (["--lr", "-1"], "expected a finite number > 0, got -1"),
+        (["--lr", "fast"], "expected a number, got 'fast'"),
+        (["--epochs", "0"], "expected an integer >= 1, got 0"),
+        (["--alpha", "2"], "expected a number in [0, 1], got 2"),
+    ],
+    ids=[
+        "grassmann-none", "relu-qr", "ce-lambda", "ce-alpha", "adam-momentum",
+        "then-retract-qr", "feature-dim", "resume-no-dir", "negative-lr", "text-lr",
+        "zero-epochs", "alpha-range",
+    ],
+)  # fmt: skip
+def test_invalid_options(capsys, argv, expected):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", *argv])
+
+    assert exit_info.value.code == 2
+    assert expected in capsys.readouterr().err
+
+
+def test_defaults_resolved():
+    config = parse_config(["--output-dir", "out"])
+
+    assert config.feature == "grassmann"
+    assert config.retraction == "polar"
+    assert config.loss == "silhouette"
+    assert config.aux_weight == train.DEFAULT_AUX_WEIGHT
+    assert config.lr == train.DEFAULT_SGD_LR
+    assert config.momentum == train.DEFAULT_MOMENTUM
+
+
+def test_defaults_depend_on_choices():
+    config = parse_config(["--feature", "relu", "--loss", "ce", "--optimizer", "adam-then-retract"])
+
+    assert config.retraction == "none"
+    assert config.aux_weight is None
+    assert config.alpha is None
+    assert config.momentum is None
+    assert config.lr == train.DEFAULT_ADAM_LR
+    assert config.output_dir.startswith(str(Path("runs", "defrag", "fashion-mnist-relu-ce-")))
+
+
+def test_train_writes_outputs(tmp_path, data_args, capsys):
+    output_dir = tmp_path / "run"
+
+    status = main(
+        ["train", *data_args, *TINY_RUN, "--epochs", "2", "--output-dir", str(output_dir)]
+    )
+
+    out = capsys.readouterr().out
+    assert status == 0
+    assert "1,256,866 parameters" in out
+    assert "test accuracy" in out
+    assert str(output_dir) in out
+
+    rows = read_metrics(output_dir)
+    assert [row["epoch"] for row in rows] == [1, 2]
+    assert list(rows[0]) == list(train.METRIC_FIELDS)
+    assert 0 <= rows[1]["test_accuracy"] <= 1
+    assert -1 <= rows[1]["test_silhouette"] <= 1
+    assert rows[1]["orthonormality_error"] < 1e-4
+
+    with open(output_dir / "metrics.csv", newline="") as file:
+        csv_rows = list(csv.DictReader(file))
+    assert [row["epoch"] for row in csv_rows] == ["1", "2"]
+    assert float(csv_rows[1]["test_accuracy"]) == rows[1]["test_accuracy"]
+
+
+def test_config_json(tmp_path, data_args):
+    output_dir = tmp_path / "run"
+
+    main(
+        [
+            "train",
+            *data_args,
+            *TINY_RUN,
+            "--epochs",
+            "1",
+            "--lr",
+            "0.02",
+            "--output-dir",
+            str(output_dir),
+        ]
+    )
+
+    config = json.loads((output_dir / "config.json").read_text())
+    for name in train.TrainConfig.__dataclass_fields__:
+        assert name in config, name
+    assert config["lr"] == 0.02
+    assert config["parameters"] == 1_256_866
+    assert config["data"]["train_examples"] == 128
+
+
+def test_checkpoint_contents(tmp_path, data_args):
+    output_dir = tmp_path / "run"
+
+    main(["train", *data_args, *TINY_RUN, "--epochs", "1", "--output-dir", str(output_dir)])
+
+    checkpoint = load_checkpoint(output_dir)
+    assert checkpoint["epoch"] == 1
+    assert "centers" in checkpoint["aux_loss"]
+    assert checkpoint["optimizer"]["state"]
+    assert checkpoint["torch_rng_state"].dtype == torch.uint8
+    assert checkpoint["shuffle_generator_state"].dtype == torch.uint8
+    assert not list(output_dir.glob(".checkpoint.pt.*"))
+
+
+@pytest.mark.parametrize(
+    "variant",
+    [
+        [],
+        ["--feature", "relu", "--loss", "center", "--optimizer", "sgd-then-retract"],
+        [
+            "--feature", "softplus", "--loss", "contrastive-center",
+            "--optimizer", "adam-then-retract", "--lr-schedule", "constant",
+        ],
+    ],
+    ids=["defrag-rsgd", "relu-center-sgd", "softplus-contrastive-adam"],
+)  # fmt: skip
+def test_resume_bit_for_bit(tmp_path, data_args, variant):
+    common = [*data_args, *TINY_RUN, *variant, "--epochs", "2"]
+    straight_dir, resumed_dir = tmp_path / "straight", tmp_path / "resumed"
+
+    train.train(parse_config([*common, "--output-dir", str(straight_dir)]))
+    resumed_config = parse_config([*common, "--output-dir", str(resumed_dir)])
+    train.train(resumed_config, stop_after_epoch=1)
+    assert len(read_metrics(resumed_dir)) == 1
+    train.train(resumed_config, resume=True)
+
+    assert without_timings(read_metrics(straight_dir)) == without_timings(read_metrics(resumed_dir))
+    straight, resumed = load_checkpoint(straight_dir), load_checkpoint(resumed_dir)
+    assert_state_dicts_equal(straight["model"], resumed["model"])
+    assert_state_dicts_equal(straight["aux_loss"], resumed["aux_loss"])
+    assert torch.equal(straight["shuffle_generator_state"], resumed["shuffle_generator_state"])
+
+
+def test_existing_run_needs_resume(tmp_path, data_args, capsys):
+    argv = ["train", *data_args, *TINY_RUN, "--epochs", "1", "--output-dir", str(tmp_path)]
+    main(argv)
+    capsys.readouterr()
+
+    status = main(argv)
+
+    assert status == 1
+    assert "already exists. Pass --resume" in capsys.readouterr().err
+
+
+def test_resume_without_checkpoint(tmp_path, data_args, capsys):
+    status = main(["train", *data_args, "--resume", "--output-dir", str(tmp_path / "empty")])
+
+    assert status == 1
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_resume_with_changed_option(tmp_path, data_args, capsys):
+    argv = ["train", *data_args, *TINY_RUN, "--epochs", "2", "--output-dir", str(tmp_path)]
+    train.train(train.config_from_args(build_parser().parse_args(argv)), stop_after_epoch=1)
+    capsys.readouterr()
+
+    status = main([*argv, "--resume", "--lr", "0.5"])
+
+    err = capsys.readouterr().err
+    assert status == 1
+    assert "lr: checkpoint 0.01, now 0.5" in err
+
+
+def test_missing_data_reported(tmp_path, capsys):
+    argv = ["train", "--dataset", "mnist", "--data-dir", str(tmp_path / "none")]
+    argv += ["--cache-dir", str(tmp_path / "cache"), "--output-dir", str(tmp_path / "run")]
+
+    status = main(argv)
+
+    err = capsys.readouterr().err
+    assert status == 1
+    assert "not found" in err
+    assert "--download" in err
