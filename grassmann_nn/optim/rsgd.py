@@ -13,7 +13,6 @@ from grassmann_nn.optim._functional import (
     ParameterUpdate,
     apply_sgd_updates,
     check_finite_updates,
-    check_gradients,
     compute_sgd_updates,
 )
 
@@ -134,18 +133,8 @@ class RiemannianSGD(Optimizer):
         return params, grads, momentum_buffers, indices
 
     def _compute_updates(self) -> list[ParameterUpdate]:
-        """Compute the updates of all param groups, after checking every gradient."""
+        """Compute the updates of all param groups without applying them."""
         collected = [self._collect_group(group) for group in self.param_groups]
-
-        all_params, all_grads, group_indices, param_indices = [], [], [], []
-        for group_index, (params, grads, _, indices) in enumerate(collected):
-            all_params += params
-            all_grads += grads
-            group_indices += [group_index] * len(params)
-            param_indices += indices
-        check_gradients(
-            all_params, all_grads, group_indices=group_indices, param_indices=param_indices
-        )
 
         updates: list[ParameterUpdate] = []
         for group_index, (group, (params, grads, buffers, indices)) in enumerate(
