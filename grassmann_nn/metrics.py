@@ -77,7 +77,7 @@ def silhouette_score(
 
     $$ S = \frac{1}{n} \sum_{i=1}^{n} s_i $$
 
-    with $s_i$ from :func:`silhouette_samples`. Matches ``sklearn.metrics.silhouette_score`` with
+    with $s_i$ from `silhouette_samples`. Matches ``sklearn.metrics.silhouette_score`` with
     the Euclidean metric.
 
     Args:
@@ -93,7 +93,7 @@ def silhouette_score(
         The mean coefficient, in ``[-1, 1]``.
 
     Raises:
-        ValueError: As :func:`silhouette_samples`, or when ``sample_size`` is not a positive int.
+        ValueError: As `silhouette_samples`, or when ``sample_size`` is not a positive int.
     """
     x, labels = _check_points(x, labels, "x", "labels")
 

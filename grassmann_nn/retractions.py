@@ -50,6 +50,7 @@ __all__ = [
 ]
 
 Retraction = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+"""Signature of a retraction: ``(x, u) -> y``, all three of shape ``(..., n, p)``."""
 
 # Above this condition number of the Gram matrix, the polar factor takes a second pass.
 # One pass leaves an orthonormality error of about eps * cond(G); the second pass starts from

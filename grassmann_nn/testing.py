@@ -1,19 +1,21 @@
 """Helpers for property-based tests of manifolds: a tolerance rule and hypothesis strategies.
 
 The strategies work with any geoopt manifold that implements ``projx`` and ``proju``, so they
-serve for testing your own manifolds too::
+serve for testing your own manifolds too:
 
-    from hypothesis import given
-    from grassmann_nn import Grassmann
-    from grassmann_nn.testing import point_and_tangent, tolerance
+```python
+from hypothesis import given
+from grassmann_nn import Grassmann
+from grassmann_nn.testing import point_and_tangent, tolerance
 
-    manifold = Grassmann()
+manifold = Grassmann()
 
-    @given(point_and_tangent(manifold, n=(3, 20)))
-    def test_retraction_stays_on_manifold(case):
-        x, u = case
-        y = manifold.retr(x, u)
-        assert manifold.check_point_on_manifold(y, atol=tolerance(y.dtype, y.shape[-2]))
+@given(point_and_tangent(manifold, n=(3, 20)))
+def test_retraction_stays_on_manifold(case):
+    x, u = case
+    y = manifold.retr(x, u)
+    assert manifold.check_point_on_manifold(y, atol=tolerance(y.dtype, y.shape[-2]))
+```
 
 Tensors are built from a seed that hypothesis draws, so a failing example shrinks to a small
 shape and a seed and replays exactly. Requires the ``test`` extra (hypothesis).

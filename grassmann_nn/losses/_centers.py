@@ -59,7 +59,7 @@ class _CenterBuffer(nn.Module):
 
     where $n_j$ is the number of samples of class $j$ in the batch. In evaluation mode the centers
     stay fixed. The update first builds per-class sums and counts, then passes them through
-    :meth:`_reduce_class_sums`, then applies them. A distributed subclass overrides that one
+    `_reduce_class_sums`, then applies them. A distributed subclass overrides that one
     method to all-reduce the sums and counts, so every rank applies the same update.
 
     Args:

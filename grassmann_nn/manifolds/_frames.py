@@ -82,8 +82,13 @@ class OrthonormalFrames(geoopt.Manifold):
         return tolerance(x.dtype, x.shape[-2])
 
     def check_point_on_manifold(
-        self, x: torch.Tensor, *, explain: bool = False, atol: float | None = None, rtol=None
-    ):
+        self,
+        x: torch.Tensor,
+        *,
+        explain: bool = False,
+        atol: float | None = None,
+        rtol: float | None = None,
+    ) -> bool | tuple[bool, str | None]:
         """Check that ``x`` has orthonormal columns: max |X^T X - I| <= atol.
 
         Args:
@@ -108,8 +113,8 @@ class OrthonormalFrames(geoopt.Manifold):
         ok_point: bool = False,
         explain: bool = False,
         atol: float | None = None,
-        rtol=None,
-    ):
+        rtol: float | None = None,
+    ) -> bool | tuple[bool, str | None]:
         """Check that ``u`` is a tangent vector at ``x``; ``atol=None`` derives the tolerance."""
         if atol is None and len(x.shape) >= 2:
             atol = self._default_atol(x) * max(1.0, float(u.detach().abs().max()))
@@ -117,7 +122,9 @@ class OrthonormalFrames(geoopt.Manifold):
             x, u, ok_point=ok_point, explain=explain, atol=atol, rtol=rtol
         )
 
-    def _check_point_on_manifold(self, x: torch.Tensor, *, atol, rtol=None):
+    def _check_point_on_manifold(
+        self, x: torch.Tensor, *, atol: float, rtol: float | None = None
+    ) -> tuple[bool, str | None]:
         error = self._orthonormality_error(x)
         if error <= atol:
             return True, None
@@ -155,7 +162,7 @@ class OrthonormalFrames(geoopt.Manifold):
 
     def random(
         self,
-        *size,
+        *size: int | tuple[int, ...],
         dtype: torch.dtype | None = None,
         device: torch.device | str | None = None,
         generator: torch.Generator | None = None,
@@ -178,7 +185,7 @@ class OrthonormalFrames(geoopt.Manifold):
 
     def origin(
         self,
-        *size,
+        *size: int | tuple[int, ...],
         dtype: torch.dtype | None = None,
         device: torch.device | str | None = None,
         seed: int | None = 42,

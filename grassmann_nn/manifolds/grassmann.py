@@ -70,7 +70,9 @@ class Grassmann(OrthonormalFrames):
     $(I - XX^\top) G$. Distances are the 2-norm of the principal angles.
 
     A cost is a function on the Grassmann manifold when $f(XQ) = f(X)$ for every orthogonal
-    $Q$: then its Euclidean gradient is already horizontal. The feature map $x \mapsto W^\top x$
+    $Q$: then $X^\top G$ is symmetric for its Euclidean gradient $G$, so the Stiefel gradient
+    $G - X \operatorname{sym}(X^\top G) = (I - XX^\top) G$ is already horizontal and equals
+    the Grassmann gradient. The feature map $x \mapsto W^\top x$
     of a layer is not: it depends on the basis. What is basis-invariant is the geometry of the
     features, $\|W^\top x - W^\top y\| = \|W W^\top (x - y)\|$, so a network whose following
     layers are learnable (and can absorb $Q$) or whose loss depends only on feature distances
@@ -155,7 +157,9 @@ class Grassmann(OrthonormalFrames):
             return distance.unsqueeze(-1).unsqueeze(-1)
         return distance
 
-    def _check_vector_on_tangent(self, x: torch.Tensor, u: torch.Tensor, *, atol, rtol=None):
+    def _check_vector_on_tangent(
+        self, x: torch.Tensor, u: torch.Tensor, *, atol: float, rtol: float | None = None
+    ) -> tuple[bool, str | None]:
         error = float((transpose(x.detach()) @ u.detach()).abs().max())
         if error <= atol:
             return True, None

@@ -54,7 +54,9 @@ class Stiefel(OrthonormalFrames):
         self._require_shape(x)
         return retractions.stiefel_exp(x, u)
 
-    def _check_vector_on_tangent(self, x: torch.Tensor, u: torch.Tensor, *, atol, rtol=None):
+    def _check_vector_on_tangent(
+        self, x: torch.Tensor, u: torch.Tensor, *, atol: float, rtol: float | None = None
+    ) -> tuple[bool, str | None]:
         product = transpose(x.detach()) @ u.detach()
         error = float((product + transpose(product)).abs().max())
         if error <= atol:

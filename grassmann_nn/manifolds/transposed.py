@@ -17,12 +17,12 @@ def _t(x: Tensor) -> Tensor:
 
 
 class Transposed(geoopt.Manifold):
-    r"""The manifold of transposes :math:`\{X^\top : X \in M\}` of a matrix manifold :math:`M`.
+    r"""The manifold of transposes $\{X^\top : X \in M\}$ of a matrix manifold $M$.
 
     Every operation transposes its matrix arguments, calls ``base`` and transposes the result
     back, so the points of ``Transposed(Stiefel())`` are wide matrices with orthonormal rows.
     Metric, retraction and transport are those of ``base``, so geoopt's optimizers and
-    :class:`~grassmann_nn.optim.RiemannianSGD` treat a wide parameter exactly as they would treat
+    `grassmann_nn.optim.RiemannianSGD` treat a wide parameter exactly as they would treat
     its tall transpose.
 
     Args:

@@ -5,10 +5,10 @@ the matrix that ``F.linear`` uses, so ``layer(x) == F.linear(x, layer.weight, la
 Its longer side is orthonormal:
 
 - ``out_features < in_features`` (a projection such as 256 -> 8): orthonormal rows,
-  :math:`W W^\top = I_{out}`. The manifold is declared on :math:`W^\top`, an
-  ``in x out`` point, through :class:`~grassmann_nn.manifolds.Transposed`.
+  $W W^\top = I_{out}$. The manifold is declared on $W^\top$, an
+  ``in x out`` point, through `grassmann_nn.manifolds.Transposed`.
 - ``out_features >= in_features`` (an embedding such as 8 -> 256, or square): orthonormal
-  columns, :math:`W^\top W = I_{in}`. ``W`` itself is the ``out x in`` point.
+  columns, $W^\top W = I_{in}$. ``W`` itself is the ``out x in`` point.
 
 ``state_dict`` keys and shapes are those of ``nn.Linear``, so state dicts load in both
 directions.
@@ -99,7 +99,7 @@ class _OrthonormalLinear(nn.Module):
 
     @property
     def orthonormal_rows(self) -> bool:
-        r"""Whether the rows of ``weight`` are orthonormal (:math:`W W^\top = I`).
+        r"""Whether the rows of ``weight`` are orthonormal ($W W^\top = I$).
 
         True when ``out_features < in_features``. Otherwise the columns are orthonormal.
         """
@@ -109,7 +109,7 @@ class _OrthonormalLinear(nn.Module):
         r"""Draw the weight from the Haar (uniform) distribution on the manifold.
 
         The bias gets ``nn.Linear``'s initialization, uniform on
-        :math:`[-1/\sqrt{in}, 1/\sqrt{in}]`. Both use torch's global random number generator,
+        $[-1/\sqrt{in}, 1/\sqrt{in}]$. Both use torch's global random number generator,
         so ``torch.manual_seed`` makes them reproducible.
         """
         with torch.no_grad():
@@ -243,16 +243,16 @@ class GrassmannLinear(_OrthonormalLinear):
 
     ``weight`` has shape ``(out_features, in_features)`` and is the matrix ``F.linear`` uses.
     Its longer side is orthonormal: the rows when ``out_features < in_features`` (then the
-    manifold is :math:`\mathrm{Gr}(in, out)` on :math:`W^\top`), the columns otherwise (then it
-    is :math:`\mathrm{Gr}(out, in)` on :math:`W`). The weight is Haar-distributed at
-    initialization and stays on the manifold under :class:`~grassmann_nn.optim.RiemannianSGD`
-    or geoopt's optimizers; after any other optimizer call :func:`grassmann_nn.nn.retract_`.
+    manifold is $\mathrm{Gr}(in, out)$ on $W^\top$), the columns otherwise (then it
+    is $\mathrm{Gr}(out, in)$ on $W$). The weight is Haar-distributed at
+    initialization and stays on the manifold under `grassmann_nn.optim.RiemannianSGD`
+    or geoopt's optimizers; after any other optimizer call `grassmann_nn.nn.retract_`.
 
-    For a projection :math:`y = W x` with orthonormal rows, feature distances
-    :math:`\lVert W(x - x') \rVert = \lVert W^\top W (x - x') \rVert` depend only on the
+    For a projection $y = W x$ with orthonormal rows, feature distances
+    $\lVert W(x - x') \rVert = \lVert W^\top W (x - x') \rVert$ depend only on the
     subspace that the rows span, not on the basis. The output itself depends on the basis, so
     the Riemannian gradient drops the components that only rotate the basis, and a learnable
-    layer after this one absorbs any rotation. Use :class:`StiefelLinear` when the basis
+    layer after this one absorbs any rotation. Use `StiefelLinear` when the basis
     matters.
 
     Args:
@@ -265,7 +265,7 @@ class GrassmannLinear(_OrthonormalLinear):
         dtype: Floating-point dtype of the parameters.
 
     Raises:
-        ValueError: If ``in_features == out_features`` (:math:`\mathrm{Gr}(n, n)` is a single
+        ValueError: If ``in_features == out_features`` ($\mathrm{Gr}(n, n)$ is a single
             point), a size is below 1, or ``retraction`` is unknown.
         TypeError: If a size is not an int or ``dtype`` is not floating point.
 
@@ -297,11 +297,11 @@ class StiefelLinear(_OrthonormalLinear):
 
     ``weight`` has shape ``(out_features, in_features)`` and is the matrix ``F.linear`` uses.
     Its longer side is orthonormal: the rows when ``out_features < in_features`` (the manifold
-    is :math:`\mathrm{St}(in, out)` on :math:`W^\top`), the columns otherwise (it is
-    :math:`\mathrm{St}(out, in)` on :math:`W`). With ``in_features == out_features`` the weight
+    is $\mathrm{St}(in, out)$ on $W^\top$), the columns otherwise (it is
+    $\mathrm{St}(out, in)$ on $W$). With ``in_features == out_features`` the weight
     is a square orthogonal matrix. The weight is Haar-distributed at initialization and stays
-    on the manifold under :class:`~grassmann_nn.optim.RiemannianSGD` or geoopt's optimizers;
-    after any other optimizer call :func:`grassmann_nn.nn.retract_`.
+    on the manifold under `grassmann_nn.optim.RiemannianSGD` or geoopt's optimizers;
+    after any other optimizer call `grassmann_nn.nn.retract_`.
 
     Args:
         in_features: Size of each input sample.

@@ -1,9 +1,9 @@
 r"""Keep a module's manifold parameters on their manifolds after any optimizer step.
 
 The recipe is "any torch optimizer step, then retract": train with ``torch.optim.Adam`` (or any
-other optimizer that ignores manifolds) and call :func:`retract_` after every
+other optimizer that ignores manifolds) and call `retract_` after every
 ``optimizer.step()``, as the DEFRAG method does for its Grassmann feature projection.
-:func:`orthonormality_error` measures how far each orthonormal weight has drifted, for logging.
+`orthonormality_error` measures how far each orthonormal weight has drifted, for logging.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ def _tall_frame(param: geoopt.ManifoldTensor) -> Tensor | None:
 
 
 def _frame_error(frame: Tensor) -> float:
-    r"""Return :math:`\max |X^\top X - I|` over a stack of matrices, computed in float64.
+    r"""Return $\max |X^\top X - I|$ over a stack of matrices, computed in float64.
 
     Computing in float64 measures the error of the stored values rather than the rounding of a
     float32 or float16 matrix product.
@@ -57,8 +57,8 @@ def orthonormality_error(module: nn.Module) -> dict[str, float]:
     Returns:
         ``{parameter name: max |W^T W - I|}`` for every manifold parameter whose points have
         orthonormal columns (this package's Grassmann and Stiefel manifolds, geoopt's Stiefel
-        manifolds) or orthonormal rows (:class:`~grassmann_nn.manifolds.Transposed` of those, where
-        the error is :math:`\max |W W^\top - I|`). The maximum runs over any batch dimensions.
+        manifolds) or orthonormal rows (`grassmann_nn.manifolds.Transposed` of those, where
+        the error is $\max |W W^\top - I|$). The maximum runs over any batch dimensions.
         Parameters on other manifolds and plain parameters are left out.
     """
     errors = {}
@@ -77,19 +77,21 @@ def orthonormality_error(module: nn.Module) -> dict[str, float]:
 def retract_(module: nn.Module) -> float:
     r"""Project every manifold parameter of ``module`` onto its manifold, in place.
 
-    Each :class:`geoopt.ManifoldParameter` is overwritten (``copy_`` into the same storage, so
+    Each `geoopt.ManifoldParameter` is overwritten (``copy_`` into the same storage, so
     optimizer state and ``DistributedDataParallel`` keep working) by its manifold's ``projx``:
     for orthonormal weights the polar factor, the closest matrix with orthonormal columns or
     rows in Frobenius norm. Plain parameters are left alone.
 
-    Call it after every step of an optimizer that does not know about manifolds::
+    Call it after every step of an optimizer that does not know about manifolds:
 
-        optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-        for inputs, labels in loader:
-            optimizer.zero_grad()
-            loss_fn(model(inputs), labels).backward()
-            optimizer.step()
-            drift = grassmann_nn.nn.retract_(model)
+    ```python
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    for inputs, labels in loader:
+        optimizer.zero_grad()
+        loss_fn(model(inputs), labels).backward()
+        optimizer.step()
+        drift = grassmann_nn.nn.retract_(model)
+    ```
 
     NOTE: Optimizer state such as Adam's moment estimates is not projected. It stays in the
     ambient space, which is what makes the recipe "any optimizer, then retract" and not a
@@ -99,8 +101,8 @@ def retract_(module: nn.Module) -> float:
         module: Any module.
 
     Returns:
-        The largest orthonormality error :math:`\max |W^\top W - I|` that the projection
-        removed, over the parameters that :func:`orthonormality_error` reports, measured
+        The largest orthonormality error $\max |W^\top W - I|$ that the projection
+        removed, over the parameters that `orthonormality_error` reports, measured
         before projecting. 0.0 when there are none. Parameters on other manifolds are
         projected but not measured.
     """

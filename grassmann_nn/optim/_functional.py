@@ -1,18 +1,18 @@
-r"""Functional kernel of :class:`~grassmann_nn.optim.RiemannianSGD`.
+r"""Functional kernel of `grassmann_nn.optim.RiemannianSGD`.
 
 The kernel works in three phases so that a failed step changes nothing:
 
-1. :func:`compute_sgd_updates` computes the new value of every parameter and momentum buffer
+1. `compute_sgd_updates` computes the new value of every parameter and momentum buffer
    out of place, without writing into any tensor it was given;
-2. :func:`check_finite_updates` verifies, with one pass and one host synchronization per
+2. `check_finite_updates` verifies, with one pass and one host synchronization per
    device, that every new value is finite, and on failure names the parameter and whether its
    gradient was the cause;
-3. :func:`apply_sgd_updates` copies the new values into the parameters and momentum buffers in
+3. `apply_sgd_updates` copies the new values into the parameters and momentum buffers in
    place, so their storage (``data_ptr()``) never changes.
 
 A plain tensor follows the arithmetic of ``torch.optim.SGD``'s single-tensor kernel operation by
-operation, so it gets the same numbers. A :class:`geoopt.ManifoldTensor` (or
-:class:`geoopt.ManifoldParameter`) is updated with its manifold's Riemannian gradient, retraction
+operation, so it gets the same numbers. A `geoopt.ManifoldTensor` (or
+`geoopt.ManifoldParameter`) is updated with its manifold's Riemannian gradient, retraction
 and vector transport.
 """
 
@@ -72,7 +72,7 @@ def _describe_parameter(param: Tensor, group_index: int, param_index: int) -> st
 def _euclidean_gradient(
     param: Tensor, grad: Tensor, *, weight_decay: float, maximize: bool
 ) -> Tensor:
-    r"""Return :math:`\pm g + \lambda \theta` without writing into ``grad``.
+    r"""Return $\pm g + \lambda \theta$ without writing into ``grad``.
 
     The operations and their order are those of ``torch.optim.SGD``, so the result is the same
     floating-point value.
@@ -96,9 +96,9 @@ def _momentum_direction(
 ) -> tuple[Tensor, Tensor | None]:
     r"""Return the descent direction and the new momentum buffer for one parameter.
 
-    With :math:`\mu` = ``momentum`` and :math:`\tau` = ``dampening`` the buffer is
-    :math:`b_1 = g_1` and :math:`b_t = \mu b_{t-1} + (1 - \tau) g_t`. The direction is
-    :math:`g_t + \mu b_t` with Nesterov momentum and :math:`b_t` otherwise. The old buffer is
+    With $\mu$ = ``momentum`` and $\tau$ = ``dampening`` the buffer is
+    $b_1 = g_1$ and $b_t = \mu b_{t-1} + (1 - \tau) g_t$. The direction is
+    $g_t + \mu b_t$ with Nesterov momentum and $b_t$ otherwise. The old buffer is
     read, never written.
     """
     if momentum == 0:
@@ -126,7 +126,7 @@ def _update_euclidean(
     nesterov: bool,
     maximize: bool,
 ) -> tuple[Tensor, Tensor | None]:
-    r"""Compute ``torch.optim.SGD``'s update :math:`\theta - \gamma d` of a plain tensor."""
+    r"""Compute ``torch.optim.SGD``'s update $\theta - \gamma d$ of a plain tensor."""
     grad = _euclidean_gradient(param, grad, weight_decay=weight_decay, maximize=maximize)
 
     direction, new_buffer = _momentum_direction(
@@ -152,10 +152,10 @@ def _update_on_manifold(
     r"""Compute the Riemannian SGD update of a tensor on a manifold.
 
     The Euclidean gradient (with the weight decay term) becomes the Riemannian gradient
-    :math:`\operatorname{grad} f(x)` through ``manifold.egrad2rgrad``. The momentum buffer, a
-    tangent vector at :math:`x`, is started from that Riemannian gradient and combined with it as
-    in ``torch.optim.SGD``. The new point is :math:`R_x(-\gamma d)` with the manifold's retraction
-    :math:`R`, and the new buffer is the old one carried to :math:`R_x(-\gamma d)` by the
+    $\operatorname{grad} f(x)$ through ``manifold.egrad2rgrad``. The momentum buffer, a
+    tangent vector at $x$, is started from that Riemannian gradient and combined with it as
+    in ``torch.optim.SGD``. The new point is $R_x(-\gamma d)$ with the manifold's retraction
+    $R$, and the new buffer is the old one carried to $R_x(-\gamma d)$ by the
     manifold's vector transport (``manifold.retr_transp``). This is Riemannian SGD as in
     "Stochastic gradient descent on Riemannian manifolds" (Bonnabel, arXiv:1111.5280), with
     momentum as in geoopt's ``RiemannianSGD``.
@@ -204,15 +204,15 @@ def compute_sgd_updates(
     momentum buffers.
 
     Args:
-        params: Parameters to update, plain tensors or :class:`geoopt.ManifoldTensor`.
+        params: Parameters to update, plain tensors or `geoopt.ManifoldTensor`.
         grads: Their Euclidean gradients, dense, one per parameter.
         momentum_buffer_list: Their momentum buffers, ``None`` where a parameter has none yet.
             Ignored when ``momentum`` is 0.
-        lr: Learning rate :math:`\gamma`, a float or a one-element tensor.
-        momentum: Momentum factor :math:`\mu`.
-        dampening: Dampening :math:`\tau` for momentum.
-        weight_decay: L2 penalty :math:`\lambda`, added to the Euclidean gradient as
-            :math:`\lambda \theta` before the Riemannian gradient is formed.
+        lr: Learning rate $\gamma$, a float or a one-element tensor.
+        momentum: Momentum factor $\mu$.
+        dampening: Dampening $\tau$ for momentum.
+        weight_decay: L2 penalty $\lambda$, added to the Euclidean gradient as
+            $\lambda \theta$ before the Riemannian gradient is formed.
         nesterov: Whether to use Nesterov momentum.
         maximize: Whether to maximize the objective instead of minimizing it.
         group_index: Index of the param group, used in error messages only.
@@ -220,7 +220,7 @@ def compute_sgd_updates(
             Defaults to the position in ``params``.
 
     Returns:
-        One :class:`ParameterUpdate` per parameter, in order.
+        One `ParameterUpdate` per parameter, in order.
 
     Raises:
         ValueError: If the three lists differ in length.
@@ -377,7 +377,7 @@ def check_finite_updates(updates: Sequence[ParameterUpdate]) -> None:
     when it fails are the gradients and each value examined, to name the first culprit.
 
     Args:
-        updates: The output of :func:`compute_sgd_updates`, possibly for several param groups.
+        updates: The output of `compute_sgd_updates`, possibly for several param groups.
 
     Raises:
         FloatingPointError: Naming the first parameter whose gradient, new value or new momentum
@@ -421,7 +421,7 @@ def apply_sgd_updates(updates: Sequence[ParameterUpdate]) -> list[Tensor | None]
     their storage. A parameter without a buffer gets the newly computed tensor.
 
     Args:
-        updates: The output of :func:`compute_sgd_updates`, after :func:`check_finite_updates`.
+        updates: The output of `compute_sgd_updates`, after `check_finite_updates`.
 
     Returns:
         The momentum buffer of each parameter after the step (``None`` without momentum), in the
@@ -459,10 +459,10 @@ def riemannian_sgd(
 ) -> None:
     r"""Perform one Riemannian SGD step on a list of parameters, all or nothing.
 
-    The functional counterpart of :class:`~grassmann_nn.optim.RiemannianSGD` for one param group,
+    The functional counterpart of `grassmann_nn.optim.RiemannianSGD` for one param group,
     with the calling convention of ``torch.optim.sgd``: parameters and existing momentum buffers
     are updated in place, and ``None`` entries of ``momentum_buffer_list`` are replaced by the
-    new buffers. See :func:`compute_sgd_updates` for the arguments.
+    new buffers. See `compute_sgd_updates` for the arguments.
 
     Raises:
         TypeError: If a gradient is sparse.

@@ -26,33 +26,34 @@ class RiemannianSGD(Optimizer):
     kernel, which is what ``torch.optim.SGD`` runs on CPU): the same floating-point numbers and
     the same ``state_dict`` layout, so state dicts load from one optimizer into the other.
 
-    A :class:`geoopt.ManifoldParameter` :math:`x` on any geoopt manifold takes the step
+    A `geoopt.ManifoldParameter` $x$ on any geoopt manifold takes the step
 
-    .. math::
-        \begin{aligned}
-            g_t &= \operatorname{egrad2rgrad}
-                   \big(x_{t-1},\ \nabla f(x_{t-1}) + \lambda x_{t-1}\big) \\
-            b_t &= \mu\, b_{t-1} + (1 - \tau)\, g_t \qquad (b_1 = g_1) \\
-            d_t &= g_t + \mu\, b_t \ \text{(Nesterov)} \quad\text{or}\quad d_t = b_t \\
-            x_t &= R_{x_{t-1}}(-\gamma\, d_t), \qquad
-            b_t \leftarrow \mathcal{T}_{x_{t-1} \to x_t}(b_t)
-        \end{aligned}
+    $$
+    \begin{aligned}
+        g_t &= \operatorname{egrad2rgrad}
+               \big(x_{t-1},\ \nabla f(x_{t-1}) + \lambda x_{t-1}\big) \\
+        b_t &= \mu\, b_{t-1} + (1 - \tau)\, g_t \qquad (b_1 = g_1) \\
+        d_t &= g_t + \mu\, b_t \ \text{(Nesterov)} \quad\text{or}\quad d_t = b_t \\
+        x_t &= R_{x_{t-1}}(-\gamma\, d_t), \qquad
+        b_t \leftarrow \mathcal{T}_{x_{t-1} \to x_t}(b_t)
+    \end{aligned}
+    $$
 
-    where :math:`R` is the retraction and :math:`\mathcal{T}` the vector transport chosen by the
+    where $R$ is the retraction and $\mathcal{T}$ the vector transport chosen by the
     parameter's manifold (``manifold.retr_transp``). See "Stochastic gradient descent on
     Riemannian manifolds" (Bonnabel, arXiv:1111.5280).
 
-    Weight decay on a manifold parameter adds :math:`\lambda x` to the Euclidean gradient before
+    Weight decay on a manifold parameter adds $\lambda x$ to the Euclidean gradient before
     the Riemannian gradient is formed, so it is the Riemannian gradient of
-    :math:`f(x) + \tfrac{\lambda}{2} \lVert x \rVert_F^2`, as in geoopt's optimizers. On the
-    Stiefel, Grassmann and sphere manifolds :math:`\lVert x \rVert_F` is constant, so the term is
+    $f(x) + \tfrac{\lambda}{2} \lVert x \rVert_F^2$, as in geoopt's optimizers. On the
+    Stiefel, Grassmann and sphere manifolds $\lVert x \rVert_F$ is constant, so the term is
     normal to the manifold, the projection removes it and weight decay changes the trajectory
     only by rounding. On other manifolds, for example geoopt's Euclidean, it is a real
     penalty.
 
     Every step is all or nothing. All new parameter values and momentum buffers are computed
     first, then checked for inf and NaN, and only then copied in place. A failed check raises
-    :class:`FloatingPointError` naming the parameter (param group, index, shape) and leaves every
+    `FloatingPointError` naming the parameter (param group, index, shape) and leaves every
     parameter and momentum buffer as it was. Parameters and buffers are updated with ``copy_``,
     so their Python objects and storage (``data_ptr()``) never change, which
     ``DistributedDataParallel`` relies on. ``p.grad`` is never written.
@@ -64,10 +65,10 @@ class RiemannianSGD(Optimizer):
 
     Args:
         params: Iterable of parameters or of dicts defining param groups.
-        lr: Learning rate :math:`\gamma`.
-        momentum: Momentum factor :math:`\mu`.
-        dampening: Dampening :math:`\tau` for momentum.
-        weight_decay: L2 penalty :math:`\lambda`, see above for manifold parameters.
+        lr: Learning rate $\gamma$.
+        momentum: Momentum factor $\mu$.
+        dampening: Dampening $\tau$ for momentum.
+        weight_decay: L2 penalty $\lambda$, see above for manifold parameters.
         nesterov: Enables Nesterov momentum. Requires ``momentum > 0`` and ``dampening == 0``.
         maximize: Maximize the objective instead of minimizing it, as in ``torch.optim.SGD``.
 
