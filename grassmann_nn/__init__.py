@@ -9,7 +9,9 @@ with warnings.catch_warnings():
     warnings.filterwarnings("ignore", message=r"`torch\.jit\.script", category=FutureWarning)
     import geoopt  # noqa: F401
 
-from grassmann_nn import losses, manifolds, metrics, nn, optim, retractions
+# The submodules are attributes but stay out of __all__: "from grassmann_nn import *" must not
+# replace torch's nn and optim in the caller's namespace.
+from grassmann_nn import losses, manifolds, metrics, nn, optim, retractions  # noqa: F401
 from grassmann_nn.losses import CenterLoss, ContrastiveCenterLoss, SilhouetteLoss
 from grassmann_nn.manifolds import Grassmann, Stiefel, principal_angles
 from grassmann_nn.nn import GrassmannLinear, StiefelLinear, orthonormality_error, retract_
@@ -27,15 +29,9 @@ __all__ = [
     "Stiefel",
     "StiefelLinear",
     "get_retraction",
-    "losses",
-    "manifolds",
-    "metrics",
-    "nn",
-    "optim",
     "orthonormality_error",
     "principal_angles",
     "retract_",
-    "retractions",
 ]
 
 __version__ = "0.1.0"

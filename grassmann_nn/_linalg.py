@@ -100,8 +100,17 @@ class _SymInvSqrt(torch.autograd.Function):
         ctx.mark_non_differentiable(eigenvalues, eigenvectors, roots)
 
     @staticmethod
-    @torch.autograd.function.once_differentiable
     def backward(ctx, grad_inv_sqrt: torch.Tensor, *unused_grads: torch.Tensor):
+        # Autograd runs a backward pass with grad mode on only for create_graph=True. A second
+        # derivative would need the derivative of the eigenvectors, which has the eigenvalue
+        # gaps in its denominators that this function exists to avoid, so refuse loudly.
+        if torch.is_grad_enabled():
+            raise RuntimeError(
+                "second derivatives (create_graph=True) through the polar factor and the "
+                "exponential maps are not implemented. Use the 'qr' or 'cayley' retraction "
+                "for Hessian-vector products, or differentiate once."
+            )
+
         eigenvectors, roots = ctx.saved_tensors
 
         s_i = roots.unsqueeze(-1)
@@ -140,9 +149,12 @@ def sign_fixed_qr(a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 def tolerance(dtype: torch.dtype, size: int, factor: float = 10.0) -> float:
     r"""Return an absolute tolerance for identities like $X^\top X = I$ of an ``size``-long sum.
 
-    The tolerance is ``factor * size * eps(dtype)``: each entry of $X^\top X$ sums ``size``
-    products, and each product carries a rounding error of about eps. For float16 and
-    bfloat16 it is the resolution of the stored values, not of the float32 computation.
+    For float32 and float64 the tolerance is ``factor * size * eps(dtype)``: each entry of
+    $X^\top X$ sums ``size`` products, and each product carries a rounding error of about eps.
+    For float16 and bfloat16, whose arithmetic here runs in float32, what dominates is the
+    rounding of the stored entries, which moves each entry of $X^\top X$ by about
+    ``eps(dtype)`` for unit columns whatever ``size`` is (Cauchy-Schwarz). The tolerance is then
+    ``factor * eps(dtype) + factor * size * eps(float32)``.
 
     Args:
         dtype: The floating-point dtype of the stored tensors.
@@ -156,6 +168,10 @@ def tolerance(dtype: torch.dtype, size: int, factor: float = 10.0) -> float:
         raise TypeError(f"tolerance needs a floating-point dtype, got {dtype}.")
     if size < 1:
         raise ValueError(f"size must be a positive integer, got {size}.")
+
+    if dtype in LOW_PRECISION:
+        storage = factor * torch.finfo(dtype).eps
+        return storage + factor * size * torch.finfo(torch.float32).eps
     return factor * size * torch.finfo(dtype).eps
 
 

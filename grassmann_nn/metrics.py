@@ -59,9 +59,20 @@ def silhouette_samples(
     _check_cluster_count(counts.numel(), x.shape[0])
 
     dtype = compute_dtype(x.dtype)
-    intra, nearest = _cluster_mean_distances(x.to(dtype), codes, counts, chunk_size)
+    points = _scale_to_unit_range(x.to(dtype))
+    intra, nearest = _cluster_mean_distances(points, codes, counts, chunk_size)
     scores = _silhouette_from_means(intra, nearest, counts[codes])
     return scores.to(dtype)
+
+
+def _scale_to_unit_range(x: torch.Tensor) -> torch.Tensor:
+    """Divide ``x`` by its largest absolute entry (when nonzero).
+
+    Silhouette coefficients are ratios of distances and do not change, but float32 distances
+    of points above about 1e19 would overflow to inf and give NaN scores.
+    """
+    largest = x.abs().amax()
+    return x / largest if bool(largest > 0) else x
 
 
 @torch.no_grad()
@@ -275,9 +286,13 @@ def _check_points(
     x: torch.Tensor, labels: torch.Tensor, x_name: str, labels_name: str
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Validate a point set and its labels, and return both with the labels on x's device."""
-    if not isinstance(x, torch.Tensor) or not x.is_floating_point():
-        kind = getattr(x, "dtype", type(x).__name__)
-        raise ValueError(f"{x_name} must be a floating tensor, got {kind}.")
+    if not isinstance(x, torch.Tensor):
+        raise ValueError(
+            f"{x_name} must be a torch.Tensor, got {type(x).__module__}.{type(x).__name__}. "
+            "Convert it with torch.as_tensor."
+        )
+    if not x.is_floating_point():
+        raise ValueError(f"{x_name} must be a floating tensor, got dtype {x.dtype}.")
     if x.ndim != 2:
         raise ValueError(
             f"{x_name} must have shape (n, dim), got {tuple(x.shape)}. "

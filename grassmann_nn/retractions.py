@@ -423,8 +423,14 @@ def get_retraction(name: str) -> Retraction:
     """Return the retraction registered under ``name``.
 
     Raises:
+        TypeError: ``name`` is not a string.
         ValueError: ``name`` is not a registered retraction; the message lists the valid names.
     """
+    if not isinstance(name, str):
+        raise TypeError(
+            f"a retraction is chosen by name, a str, got {type(name).__name__} {name!r}; "
+            f"expected one of {', '.join(repr(key) for key in RETRACTIONS)}."
+        )
     if name not in RETRACTIONS:
         valid = ", ".join(repr(key) for key in RETRACTIONS)
         raise ValueError(f"unknown retraction {name!r}; expected one of {valid}.")

@@ -237,3 +237,17 @@ def test_knn_accuracy_rejects_invalid_input(arguments, message):
 def test_silhouette_rejects_invalid_input(x, labels, message):
     with pytest.raises(ValueError, match=message):
         silhouette_samples(x, labels)
+
+
+def test_silhouette_huge_float32_points_finite():
+    # Distances of points near 1e20 overflow float32; the scores are scale-invariant.
+    x = torch.tensor([[1e20, 0.0], [1e20, 0.0], [0.0, 0.0], [1.0, 1.0]])
+    labels = torch.tensor([0, 0, 1, 1])
+    scores = silhouette_samples(x, labels)
+    expected = silhouette_samples(x.double() / 1e20, labels)
+    torch.testing.assert_close(scores.double(), expected, atol=1e-6, rtol=0)
+
+
+def test_numpy_input_error_names_type():
+    with pytest.raises(ValueError, match="numpy.ndarray.*torch.as_tensor"):
+        silhouette_score(np.zeros((4, 2), dtype=np.float32), torch.tensor([0, 0, 1, 1]))

@@ -35,6 +35,30 @@ def test_registry_names():
     assert get_retraction("svd") is get_retraction("polar")
 
 
+def test_non_string_name_raises_type_error():
+    with pytest.raises(TypeError, match=r"by name, a str, got list \['qr'\]"):
+        get_retraction(["qr"])
+
+
+@pytest.mark.parametrize("name", ["polar", "exp"])
+def test_second_derivative_raises_clear_error(name):
+    # The polar factor's backward is first-order only; a Hessian-vector product must fail
+    # loudly instead of silently dropping the second-order term.
+    x = orthonormal(10, 3)
+    u = horizontal(x, scale=0.1).requires_grad_()
+    (gradient,) = torch.autograd.grad((RETRACTIONS[name](x, u) ** 3).sum(), u)
+    assert torch.isfinite(gradient).all()
+    with pytest.raises(RuntimeError, match="second derivatives"):
+        torch.autograd.grad((RETRACTIONS[name](x, u) ** 3).sum(), u, create_graph=True)
+
+
+@pytest.mark.parametrize("name", ["qr", "cayley"])
+def test_second_derivative_matches_finite_differences(name):
+    x = orthonormal(8, 2)
+    u = horizontal(x, scale=0.1).requires_grad_()
+    assert torch.autograd.gradgradcheck(lambda step: RETRACTIONS[name](x, step), (u,))
+
+
 def test_unknown_name_lists_valid_names():
     with pytest.raises(ValueError, match="unknown retraction 'householder'.*'polar'.*'cayley'"):
         get_retraction("householder")

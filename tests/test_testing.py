@@ -14,6 +14,16 @@ def test_tolerance_scales_with_dtype_and_size():
     assert tolerance(torch.bfloat16, 8) > tolerance(torch.float16, 8)
 
 
+def test_low_precision_tolerance_rejects_scaled_point():
+    # A float16 point scaled by 1.5 is off by 1.25 in X^T X; the tolerance must reject it even
+    # at n = 256, where 10 * n * eps(float16) would be 2.5.
+    x = torch.linalg.qr(torch.randn(256, 8, dtype=torch.float64))[0]
+    for dtype in (torch.float16, torch.bfloat16):
+        assert Grassmann().check_point_on_manifold(x.to(dtype))
+        assert not Grassmann().check_point_on_manifold((1.5 * x).to(dtype))
+        assert tolerance(dtype, 256) < 0.1
+
+
 @pytest.mark.parametrize("bad, error", [(0, ValueError), (-3, ValueError)])
 def test_tolerance_rejects_bad_size(bad, error):
     with pytest.raises(error, match=f"size must be a positive integer, got {bad}"):

@@ -70,6 +70,13 @@ class OrthonormalFrames(geoopt.Manifold):
         if not ok:
             raise ValueError(reason)
 
+    def _require_same_shape(self, x: torch.Tensor, u: torch.Tensor) -> None:
+        if x.shape != u.shape:
+            raise ValueError(
+                f"the tangent vector must have the shape of the point: expected "
+                f"{tuple(x.shape)}, got {tuple(u.shape)}."
+            )
+
     # Membership.
 
     def _orthonormality_error(self, x: torch.Tensor) -> float:

@@ -108,6 +108,7 @@ class Grassmann(OrthonormalFrames):
 
     def proju(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         r"""Project ``u`` onto the horizontal space at ``x``: $(I - XX^\top) U$."""
+        self._require_same_shape(x, u)
         return u - x @ (transpose(x) @ u)
 
     def expmap(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:

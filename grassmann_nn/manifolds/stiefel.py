@@ -47,6 +47,7 @@ class Stiefel(OrthonormalFrames):
 
     def proju(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         r"""Project ``u`` onto the tangent space at ``x``: $U - X \operatorname{sym}(X^\top U)$."""
+        self._require_same_shape(x, u)
         return u - x @ sym(transpose(x) @ u)
 
     def expmap(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:

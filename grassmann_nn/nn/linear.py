@@ -92,6 +92,20 @@ class _OrthonormalLinear(nn.Module):
         _check_features("in_features", in_features)
         _check_features("out_features", out_features)
 
+    def _apply(self, fn, recurse: bool = True):
+        # nn.Module._apply rebuilds a parameter as a plain nn.Parameter whenever it cannot swap
+        # the data in place (to_empty from the meta device, for example), which drops the
+        # ManifoldParameter subclass and its manifold. Wrap the new tensor again.
+        manifold = self.weight.manifold
+        super()._apply(fn, recurse)
+
+        if not isinstance(self.weight, geoopt.ManifoldParameter):
+            requires_grad = self.weight.requires_grad
+            self.weight = geoopt.ManifoldParameter(
+                self.weight.data, manifold=manifold, requires_grad=requires_grad
+            )
+        return self
+
     @property
     def retraction(self) -> str:
         """Name of the retraction the weight's manifold uses."""

@@ -107,7 +107,8 @@ def retract_(module: nn.Module) -> float:
         projected but not measured.
     """
     largest = 0.0
-    for param in module.parameters():
+    projected = []
+    for name, param in module.named_parameters():
         if not isinstance(param, geoopt.ManifoldTensor):
             continue
 
@@ -115,6 +116,20 @@ def retract_(module: nn.Module) -> float:
         if frame is not None:
             largest = max(largest, _frame_error(frame))
 
-        param.copy_(param.manifold.projx(param.detach()))
+        projected.append((param, _project(name, param)))
 
+    # Copy only once every projection succeeded, so a failure leaves the module unchanged.
+    for param, value in projected:
+        param.copy_(value)
     return largest
+
+
+def _project(name: str, param: geoopt.ManifoldTensor) -> torch.Tensor:
+    """Return ``projx`` of a parameter, or raise FloatingPointError naming it."""
+    try:
+        return param.manifold.projx(param.detach())
+    except FloatingPointError as error:
+        raise FloatingPointError(
+            f"retract_ could not project parameter {name!r} (shape {tuple(param.shape)}) onto "
+            f"its manifold, and changed no parameter: {error}"
+        ) from error

@@ -65,7 +65,7 @@ def _describe_parameter(param: Tensor, group_index: int, param_index: int) -> st
         f"dtype {param.dtype}"
     )
     if isinstance(param, geoopt.ManifoldTensor):
-        description += f", manifold {param.manifold}"
+        description += f", manifold {repr(param.manifold).removesuffix(' manifold')}"
     return description + ")"
 
 
@@ -158,7 +158,8 @@ def _update_on_manifold(
     $R$, and the new buffer is the old one carried to $R_x(-\gamma d)$ by the
     manifold's vector transport (``manifold.retr_transp``). This is Riemannian SGD as in
     "Stochastic gradient descent on Riemannian manifolds" (Bonnabel, arXiv:1111.5280), with
-    momentum as in geoopt's ``RiemannianSGD``.
+    momentum transported like geoopt's ``RiemannianSGD`` but started as ``torch.optim.SGD``
+    starts it (geoopt 0.5.1 starts its buffer differently, so the two differ from step one).
     """
     manifold = param.manifold
 
@@ -267,7 +268,9 @@ def compute_sgd_updates(
             )
         except FloatingPointError as error:
             # Retractions raise FloatingPointError rather than return inf or NaN. Name the
-            # parameter, which their message cannot.
+            # parameter, which their message cannot, and blame the gradient when it is the cause.
+            if not bool(torch.isfinite(grad).all()):
+                raise _non_finite_gradient_error(param, group_index, param_index) from error
             raise FloatingPointError(
                 f"The update of {_describe_parameter(param, group_index, param_index)} failed, "
                 f"so the optimizer step was rejected and no parameter or momentum buffer was "
@@ -298,6 +301,16 @@ def _all_finite(tensors: Sequence[Tensor]) -> bool:
     if all(bool(torch.isfinite(torch.stack(sums)).all()) for sums in sums_by_device.values()):
         return True
     return all(bool(torch.isfinite(tensor).all()) for tensor in tensors)
+
+
+def _non_finite_gradient_error(
+    param: Tensor, group_index: int, param_index: int
+) -> FloatingPointError:
+    return FloatingPointError(
+        f"The gradient of {_describe_parameter(param, group_index, param_index)} contains "
+        "inf or NaN, so the optimizer step was rejected and no parameter or momentum buffer "
+        "was changed. Check the loss for overflow or skip this step."
+    )
 
 
 def _sparse_gradient_error(param: Tensor, group_index: int, param_index: int) -> TypeError:
@@ -348,11 +361,7 @@ def check_gradients(
         if bool(torch.isfinite(grad).all()):
             continue
 
-        raise FloatingPointError(
-            f"The gradient of {_describe_parameter(param, group_index, param_index)} contains "
-            "inf or NaN, so the optimizer step was rejected and no parameter or momentum buffer "
-            "was changed. Check the loss for overflow or skip this step."
-        )
+        raise _non_finite_gradient_error(param, group_index, param_index)
 
 
 def _checked_values(updates: Sequence[ParameterUpdate]) -> list[Tensor]:

@@ -60,8 +60,10 @@ class RiemannianSGD(Optimizer):
 
     NOTE: The all-or-nothing step keeps the new values of all parameters and buffers at once, so
     its peak memory is about one extra copy of the parameters (and buffers) above
-    ``torch.optim.SGD``'s. The finiteness checks cost two host synchronizations per step and
-    device.
+    ``torch.optim.SGD``'s. The finiteness check of the step costs one host synchronization per
+    device, and each retraction of a manifold parameter adds its own (two for its finiteness
+    checks, two more for the polar factor's conditioning branches), so the step does not
+    capture in a CUDA graph and graph-breaks under ``torch.compile``.
 
     Args:
         params: Iterable of parameters or of dicts defining param groups.

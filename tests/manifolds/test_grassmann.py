@@ -144,8 +144,9 @@ def test_random_is_on_manifold_and_reproducible():
 
 def test_random_projector_mean_is_isotropic():
     # Haar samples of Gr(6, 2): E[X X^T] = (p / n) I.
-    samples = MANIFOLD.random(4000, 6, 2, dtype=torch.float64,
-                              generator=torch.Generator().manual_seed(1))
+    samples = MANIFOLD.random(
+        4000, 6, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(1)
+    )
     mean = (samples @ samples.transpose(-1, -2)).mean(0)
     torch.testing.assert_close(mean, torch.eye(6, dtype=torch.float64) / 3, atol=0.03, rtol=0)
 
@@ -172,3 +173,8 @@ def test_inner_is_trace():
 
 def test_repr_names_retraction():
     assert "retraction='cayley'" in repr(Grassmann(retraction="cayley"))
+
+
+def test_proju_rejects_mismatched_shapes():
+    with pytest.raises(ValueError, match=r"expected \(20, 3\), got \(20, 4\)"):
+        MANIFOLD.proju(orthonormal(20, 3), torch.zeros(20, 4, dtype=torch.float64))

@@ -125,8 +125,14 @@ def test_polar_is_nearest_orthonormal(dtype, device):
         best = torch.linalg.matrix_norm(manifold.retr(x, u) - target)
 
         candidates = [other.retr(x, u) for other in others]
-        candidates.append(manifold.random(*x.shape, dtype=x.dtype, device=x.device,
-                                          generator=torch.Generator().manual_seed(seed)))
+        candidates.append(
+            manifold.random(
+                *x.shape,
+                dtype=x.dtype,
+                device=x.device,
+                generator=torch.Generator().manual_seed(seed),
+            )
+        )
         for candidate in candidates:
             distance = torch.linalg.matrix_norm(candidate - target)
             assert float(best) <= float(distance) + tol(x)
@@ -181,8 +187,9 @@ def test_dist_symmetric_and_basis_invariant(dtype, device):
     @given(pairs(GRASSMANN, dtype, device, max_batch_dims=0), SEEDS, SEEDS)
     def check(case, seed_y, seed_q):
         x, _ = case
-        y = GRASSMANN.random(*x.shape, dtype=dtype, device=device,
-                             generator=torch.Generator().manual_seed(seed_y))
+        y = GRASSMANN.random(
+            *x.shape, dtype=dtype, device=device, generator=torch.Generator().manual_seed(seed_y)
+        )
         rotation = random_orthogonal(x.shape[-1], seed_q, x)
 
         distance = GRASSMANN.dist(x, y)

@@ -382,3 +382,13 @@ def test_compiled_layer_matches_eager():
     assert torch.equal(compiled_out, eager_out)
     assert torch.equal(compiled_grads[0], layer.weight.grad)
     assert torch.equal(compiled_grads[1], layer.bias.grad)
+
+
+@pytest.mark.parametrize("layer_class", LAYERS)
+def test_meta_init_then_to_empty_keeps_manifold(layer_class):
+    layer = layer_class(256, 8, device="meta")
+    layer.to_empty(device="cpu")
+
+    assert isinstance(layer.weight, geoopt.ManifoldParameter)
+    layer.reset_parameters()
+    assert layer.weight.manifold.check_point_on_manifold(layer.weight.detach())

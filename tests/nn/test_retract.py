@@ -122,3 +122,18 @@ def test_retract_handles_batched_parameters():
 
     assert removed > 1e-4
     assert orthonormality_error(module)["bases"] <= tolerance(torch.float64, 16)
+
+
+def test_retract_failure_names_parameter_and_changes_nothing():
+    model = torch.nn.Sequential(GrassmannLinear(16, 4), GrassmannLinear(4, 2))
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    with torch.no_grad():
+        model[0].weight.mul_(1.1)
+        model[1].weight[0, 0] = float("nan")
+    scaled = model[0].weight.detach().clone()
+
+    with pytest.raises(FloatingPointError, match="parameter '1.weight'.*changed no parameter"):
+        retract_(model)
+
+    torch.testing.assert_close(model[0].weight.detach(), scaled, atol=0, rtol=0)
+    assert set(before) == {name for name, _ in model.named_parameters()}
