@@ -10,7 +10,8 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from examples.defrag import train
+from examples.defrag import cli, compare, plot, quickstart, train
+from examples.defrag.checkpoint import RunError
 from examples.defrag.data import DatasetError
 
 
@@ -29,18 +30,71 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train the DEFRAG network on one dataset. After each epoch, write "
         "metrics.json, metrics.csv and checkpoint.pt into --output-dir.",
     )
-    train.add_arguments(train_parser)
+    cli.add_train_arguments(train_parser)
     train_parser.set_defaults(handler=_run_train, subparser=train_parser)
+
+    compare_parser = subcommands.add_parser(
+        "compare",
+        help="train a grid of configurations and write a markdown report against the paper",
+        description="Train each configuration of the paper's Table 2 (or those of --variants) "
+        "for every seed, retraction and optimizer, one subfolder of --output-dir per run, and "
+        "write a markdown report: test accuracy beside the paper's, paired tests against "
+        "Linear, silhouette score, distance ratio and seconds per epoch. Rerunning skips "
+        "finished runs and resumes interrupted ones.",
+    )
+    compare.add_compare_arguments(compare_parser)
+    compare_parser.set_defaults(handler=_run_compare, subparser=compare_parser)
+
+    plot_parser = subcommands.add_parser(
+        "plot",
+        help="draw the 2-D features of the paper's Figure 3 and training curves as PNG",
+        description="Train the five configurations of the paper's Figure 3 with a 2-D feature "
+        "layer on a small budget (or take finished runs with --runs), then write figure3.png "
+        "(test features, one panel per run) and curves.png (training loss and test accuracy "
+        "per epoch).",
+    )
+    plot.add_plot_arguments(plot_parser)
+    plot_parser.set_defaults(handler=_run_plot, subparser=plot_parser)
+
+    quickstart_parser = subcommands.add_parser(
+        "quickstart",
+        help="a short DEFRAG run and the plots, a few minutes on a CPU",
+        description=f"Train DEFRAG for {quickstart.QUICK_EPOCHS} epochs on "
+        f"{quickstart.QUICK_LIMIT_TRAIN:,} training examples and the five Figure 3 "
+        f"configurations with 2-D features for {plot.FIGURE3_EPOCHS} epochs on "
+        f"{plot.FIGURE3_LIMIT_TRAIN:,}, then print the DEFRAG test accuracy and silhouette "
+        "score and write figure3.png and curves.png. Rerunning skips finished runs.",
+    )
+    quickstart.add_quickstart_arguments(quickstart_parser)
+    quickstart_parser.set_defaults(handler=_run_quickstart, subparser=quickstart_parser)
 
     return parser
 
 
 def _run_train(args: argparse.Namespace) -> None:
     try:
-        config = train.config_from_args(args)
-    except train.OptionConflict as error:
+        config = cli.config_from_args(args)
+    except cli.OptionConflict as error:
         args.subparser.error(str(error))
     train.train(config, resume=args.resume)
+
+
+def _run_compare(args: argparse.Namespace) -> None:
+    try:
+        compare.run_compare(args, args.argv)
+    except cli.OptionConflict as error:
+        args.subparser.error(str(error))
+
+
+def _run_plot(args: argparse.Namespace) -> None:
+    try:
+        plot.run_plot(args, args.subparser)
+    except cli.OptionConflict as error:
+        args.subparser.error(str(error))
+
+
+def _run_quickstart(args: argparse.Namespace) -> None:
+    quickstart.run_quickstart(args)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -49,10 +103,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     Errors that argparse cannot see (missing or corrupt data, an output folder that does not
     fit the request, a loss that became NaN) print one message and return 1.
     """
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
+    args.argv = argv
     try:
         args.handler(args)
-    except (DatasetError, train.RunError, FloatingPointError) as error:
+    except (DatasetError, RunError, FloatingPointError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -26,6 +26,9 @@ import torch
 
 DATASET_NAMES = ("fashion-mnist", "mnist")
 
+# Spelling of each dataset name in titles and reports.
+DATASET_TITLES = {"fashion-mnist": "Fashion-MNIST", "mnist": "MNIST"}
+
 # torchvision class for each dataset name. The class name is also the folder name that
 # torchvision expects under its root.
 _TORCHVISION_CLASS_NAMES = {"fashion-mnist": "FashionMNIST", "mnist": "MNIST"}
@@ -217,6 +220,11 @@ def _download(name: str, cache_dir: Path) -> None:
         raise DatasetError(
             f"Downloading {name} into {cache_dir} failed: {error}\n{_INSTALL_HINT}"
         ) from error
+
+
+def class_names(name: str) -> list[str]:
+    """Return the names of the 10 classes of a dataset, as torchvision lists them."""
+    return list(_torchvision_class(name).classes)
 
 
 def _torchvision_class(name: str) -> type:

@@ -7,8 +7,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from examples.defrag import train
+from examples.defrag import checkpoint, cli, train
 from examples.defrag.__main__ import build_parser, main
+from examples.defrag.config import (
+    DEFAULT_ADAM_LR,
+    DEFAULT_AUX_WEIGHT,
+    DEFAULT_MOMENTUM,
+    DEFAULT_SGD_LR,
+    TrainConfig,
+)
 
 MNIST_DIR = Path(__file__).parents[2].parent / "shared" / "datasets" / "mnist"
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -34,7 +41,7 @@ def data_args(tmp_path):
 
 
 def parse_config(argv):
-    return train.config_from_args(build_parser().parse_args(["train", *argv]))
+    return cli.config_from_args(build_parser().parse_args(["train", *argv]))
 
 
 def read_metrics(output_dir):
@@ -72,7 +79,9 @@ def test_help_lists_subcommands(capsys):
     with pytest.raises(SystemExit):
         main(["--help"])
 
-    assert "train" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    for subcommand in ("train", "compare", "plot", "quickstart"):
+        assert subcommand in out, subcommand
 
 
 @pytest.mark.parametrize(
@@ -117,9 +126,9 @@ def test_defaults_resolved():
     assert config.feature == "grassmann"
     assert config.retraction == "polar"
     assert config.loss == "silhouette"
-    assert config.aux_weight == train.DEFAULT_AUX_WEIGHT
-    assert config.lr == train.DEFAULT_SGD_LR
-    assert config.momentum == train.DEFAULT_MOMENTUM
+    assert config.aux_weight == DEFAULT_AUX_WEIGHT
+    assert config.lr == DEFAULT_SGD_LR
+    assert config.momentum == DEFAULT_MOMENTUM
 
 
 def test_defaults_depend_on_choices():
@@ -129,7 +138,7 @@ def test_defaults_depend_on_choices():
     assert config.aux_weight is None
     assert config.alpha is None
     assert config.momentum is None
-    assert config.lr == train.DEFAULT_ADAM_LR
+    assert config.lr == DEFAULT_ADAM_LR
     assert config.output_dir.startswith(str(Path("runs", "defrag", "fashion-mnist-relu-ce-")))
 
 
@@ -148,7 +157,7 @@ def test_train_writes_outputs(tmp_path, data_args, capsys):
 
     rows = read_metrics(output_dir)
     assert [row["epoch"] for row in rows] == [1, 2]
-    assert list(rows[0]) == list(train.METRIC_FIELDS)
+    assert list(rows[0]) == list(checkpoint.METRIC_FIELDS)
     assert 0 <= rows[1]["test_accuracy"] <= 1
     assert -1 <= rows[1]["test_silhouette"] <= 1
     assert rows[1]["orthonormality_error"] < 1e-4
@@ -177,7 +186,7 @@ def test_config_json(tmp_path, data_args):
     )
 
     config = json.loads((output_dir / "config.json").read_text())
-    for name in train.TrainConfig.__dataclass_fields__:
+    for name in TrainConfig.__dataclass_fields__:
         assert name in config, name
     assert config["lr"] == 0.02
     assert config["parameters"] == 1_256_866
@@ -247,7 +256,7 @@ def test_resume_without_checkpoint(tmp_path, data_args, capsys):
 
 def test_resume_with_changed_option(tmp_path, data_args, capsys):
     argv = ["train", *data_args, *TINY_RUN, "--epochs", "2", "--output-dir", str(tmp_path)]
-    train.train(train.config_from_args(build_parser().parse_args(argv)), stop_after_epoch=1)
+    train.train(cli.config_from_args(build_parser().parse_args(argv)), stop_after_epoch=1)
     capsys.readouterr()
 
     status = main([*argv, "--resume", "--lr", "0.5"])

@@ -1,0 +1,116 @@
+"""The ``compare`` subcommand: train a grid of configurations and write a markdown report.
+
+The grid is presets x retractions x optimizers x seeds (the retractions and optimizers apply to
+the Grassmann preset only). Each run writes into its own subfolder of ``--output-dir``, and the
+command can be rerun at any time: finished runs are skipped and interrupted ones resume from
+their checkpoints. The report (``examples.defrag.report``) is rewritten from all runs at the
+end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+from collections.abc import Sequence
+from pathlib import Path
+
+from examples.defrag import cli, report, runner
+from examples.defrag.checkpoint import write_atomically
+from examples.defrag.config import OPTIMIZERS, RETRACTIONS
+from examples.defrag.variants import TABLE2_VARIANTS, VARIANTS
+
+MANIFOLD_RETRACTIONS = tuple(name for name in RETRACTIONS if name != "none")
+DEFAULT_OUTPUT_DIR = Path("runs", "defrag", "compare")
+RESULTS_NAME = "RESULTS.md"
+
+
+def add_compare_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the options of the ``compare`` subcommand to ``parser``."""
+    cli.add_grid_data_arguments(parser)
+
+    grid = parser.add_argument_group("grid")
+    grid.add_argument(
+        "--variants",
+        nargs="+",
+        choices=tuple(VARIANTS),
+        default=list(TABLE2_VARIANTS),
+        metavar="NAME",
+        help=f"configurations to train, from {', '.join(VARIANTS)}; each is a preset of "
+        "train options (feature layer and loss), listed with every run in the report "
+        f"(default: {' '.join(TABLE2_VARIANTS)}, the rows of the paper's Table 2)",
+    )
+    grid.add_argument(
+        "--retractions",
+        nargs="+",
+        choices=MANIFOLD_RETRACTIONS,
+        default=["polar"],
+        metavar="NAME",
+        help=f"retractions of the defrag runs with --optimizers rsgd, from "
+        f"{', '.join(MANIFOLD_RETRACTIONS)} (default: polar)",
+    )
+    grid.add_argument(
+        "--optimizers",
+        nargs="+",
+        choices=OPTIMIZERS,
+        default=["rsgd"],
+        metavar="NAME",
+        help=f"optimizers of the defrag runs, from {', '.join(OPTIMIZERS)}; the *-then-retract "
+        "optimizers run once, with polar, because they always project with the polar factor; "
+        "the other configurations use rsgd (default: rsgd)",
+    )
+    grid.add_argument(
+        "--seeds",
+        nargs="+",
+        type=cli.non_negative_int,
+        default=[0],
+        metavar="SEED",
+        help="seeds; each configuration runs once per seed (default: 0)",
+    )
+
+    cli.add_grid_training_arguments(parser)
+
+    output = parser.add_argument_group("output")
+    output.add_argument(
+        "--output-dir",
+        type=Path,
+        default=DEFAULT_OUTPUT_DIR,
+        metavar="FOLDER",
+        help="folder with one subfolder per run; rerunning with the same folder skips "
+        "finished runs and resumes interrupted ones (default: %(default)s)",
+    )
+    output.add_argument(
+        "--results",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help=f"markdown file to write the report to (default: {RESULTS_NAME} in --output-dir)",
+    )
+
+
+def run_compare(args: argparse.Namespace, argv: Sequence[str]) -> Path:
+    """Train the grid, write the report, and return the report's path.
+
+    Args:
+        args: The parsed ``compare`` options.
+        argv: The command-line arguments after ``python -m examples.defrag``, quoted into
+            the report as the command that produced it.
+
+    Raises:
+        examples.defrag.cli.OptionConflict: When the options contradict a preset.
+        examples.defrag.checkpoint.RunError: When a run folder contains a run with other settings.
+        examples.defrag.data.DatasetError: When the dataset is missing or corrupt.
+    """
+    specs = runner.build_grid(args.variants, args.retractions, args.optimizers, args.seeds)
+    planned = runner.plan_runs(specs, runner.GridOptions.from_args(args), args.output_dir)
+    print(f"Comparison of {len(planned)} runs in {args.output_dir}.")
+    runner.execute(planned)
+
+    results = [report.load_result(run) for run in planned]
+    command = shlex.join(["python", "-m", "examples.defrag", *argv])
+    text = report.render_report(results, command, args.output_dir)
+
+    results_path = args.results or args.output_dir / RESULTS_NAME
+    results_path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomically(results_path, text.encode())
+    print(f"\n{text}\nReport written to {results_path}")
+    return results_path

@@ -1,0 +1,499 @@
+"""The markdown report of ``compare``: accuracies beside Table 2 of the paper, with paired tests.
+
+Every number in the report is read from the run folders (``config.json``, ``metrics.json``
+and ``predictions.pt``), except the paper's accuracies, which are the constants of
+``examples.defrag.variants``. Paper: "DEFRAG: Deep Euclidean Feature Representations through
+Adaptation on the Grassmann Manifold", Minnehan & Savakis, arXiv:1806.07688, Table 2.
+
+Paired tests against the Linear baseline:
+
+- McNemar's exact test compares two runs of the same seed on the same test examples. Of the
+  examples that exactly one of the two classifies correctly, it tests whether each run gets
+  half (a two-sided binomial test at 1/2, ``scipy.stats.binomtest``).
+- With two or more seeds, the main table gives the two-sided paired t-test of the per-seed
+  accuracies (``scipy.stats.ttest_rel``) instead, because it measures the variation between
+  seeds, which McNemar's test of one seed cannot see. The per-seed McNemar tests are listed
+  below the table in either case.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import scipy.stats
+import torch
+
+from examples.defrag.checkpoint import (
+    CONFIG_NAME,
+    METRICS_NAME,
+    PREDICTIONS_NAME,
+    RunError,
+    read_json,
+)
+from examples.defrag.data import DATASET_TITLES
+from examples.defrag.runner import PlannedRun
+from examples.defrag.variants import BASELINE_VARIANT, Variant
+
+PAPER = "Minnehan & Savakis, arXiv:1806.07688"
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """The outputs of one finished run."""
+
+    run: PlannedRun
+    record: dict[str, Any]
+    history: list[dict[str, Any]]
+    correct: torch.Tensor
+
+    @property
+    def final(self) -> dict[str, Any]:
+        """The metrics of the last epoch."""
+        return self.history[-1]
+
+
+@dataclass(frozen=True)
+class McNemarResult:
+    """McNemar's exact test of one run against the baseline run of the same seed.
+
+    Attributes:
+        wins: Test examples that the run classifies correctly and the baseline does not.
+        losses: Test examples that the baseline classifies correctly and the run does not.
+        p_value: Two-sided exact p-value; 1.0 when no example is classified differently.
+    """
+
+    wins: int
+    losses: int
+    p_value: float
+
+
+@dataclass(frozen=True)
+class Group:
+    """The runs of one configuration, one per seed."""
+
+    label: str
+    variant: Variant
+    results: list[RunResult]
+
+    @property
+    def seeds(self) -> list[int]:
+        """The seeds of the runs, in grid order."""
+        return [result.run.spec.seed for result in self.results]
+
+    def final(self, key: str) -> list[float]:
+        """Return a last-epoch metric of every seed, leaving out missing (None) values."""
+        return [result.final[key] for result in self.results if result.final[key] is not None]
+
+
+def load_result(run: PlannedRun) -> RunResult:
+    """Read a finished run's config, metrics and test predictions.
+
+    Raises:
+        examples.defrag.checkpoint.RunError: When the run folder lacks one of its files.
+    """
+    paths = [run.output_dir / name for name in (CONFIG_NAME, METRICS_NAME, PREDICTIONS_NAME)]
+    missing = [str(path) for path in paths if not path.is_file()]
+    if missing:
+        raise RunError(
+            f"The run in {run.output_dir} has not finished: {', '.join(missing)} not found. "
+            "Run the same compare command again to finish it."
+        )
+    outputs = torch.load(paths[2], weights_only=True)
+    return RunResult(
+        run=run,
+        record=read_json(paths[0]),
+        history=read_json(paths[1]),
+        correct=outputs["predictions"] == outputs["labels"],
+    )
+
+
+def mcnemar_exact(baseline_correct: torch.Tensor, variant_correct: torch.Tensor) -> McNemarResult:
+    """Run McNemar's exact test on two boolean vectors of per-example correctness.
+
+    Raises:
+        ValueError: When the vectors differ in length, because then they do not describe the
+            same test examples.
+    """
+    if baseline_correct.shape != variant_correct.shape:
+        raise ValueError(
+            f"McNemar's test needs predictions on the same test examples, got "
+            f"{baseline_correct.numel()} and {variant_correct.numel()} examples."
+        )
+    wins = int((variant_correct & ~baseline_correct).sum())
+    losses = int((baseline_correct & ~variant_correct).sum())
+
+    if wins + losses == 0:
+        return McNemarResult(wins, losses, 1.0)
+    p_value = scipy.stats.binomtest(wins, wins + losses, 0.5).pvalue
+    return McNemarResult(wins, losses, float(p_value))
+
+
+def paired_t_test(variant: Sequence[float], baseline: Sequence[float]) -> float | None:
+    """Return the two-sided p-value of the paired t-test, or None when it is undefined.
+
+    The test is undefined for fewer than two pairs, and when every pair has the same
+    difference (the standard deviation of the differences is 0, up to rounding).
+    """
+    differences = [a - b for a, b in zip(variant, baseline, strict=True)]
+    # Accuracies on one test set are multiples of 1 / N, so equal differences can differ by
+    # rounding. The tolerance is far below 1 / N for any test set of fewer than 1e8 examples.
+    if len(differences) < 2 or math.isclose(max(differences), min(differences), abs_tol=1e-9):
+        return None
+    return float(scipy.stats.ttest_rel(variant, baseline).pvalue)
+
+
+def group_results(results: Sequence[RunResult]) -> list[Group]:
+    """Group runs that differ only in the seed, in the order of the grid."""
+    groups: dict[tuple[str, str | None, str | None], Group] = {}
+    for result in results:
+        spec = result.run.spec
+        if spec.group not in groups:
+            groups[spec.group] = Group(spec.label, spec.variant, [])
+        groups[spec.group].results.append(result)
+    return list(groups.values())
+
+
+# ---------------------------------------------------------------------------------------------
+# Markdown
+
+
+def render_report(results: Sequence[RunResult], command: str, output_dir: Path) -> str:
+    """Render the whole report as markdown.
+
+    Args:
+        results: The finished runs of the grid.
+        command: The ``compare`` command line that produced them.
+        output_dir: The folder that contains the run folders.
+    """
+    groups = group_results(results)
+    baseline = next((group for group in groups if group.variant.name == BASELINE_VARIANT), None)
+    records = [result.record for result in results]
+    dataset = _joined(records, lambda record: DATASET_TITLES[record["dataset"]])
+    generated = datetime.now().astimezone().isoformat(timespec="seconds")
+
+    sections = [
+        f"# DEFRAG comparison on {dataset}",
+        f"Generated on {generated} by `{command}`. Every number is read from the run folders "
+        f"in `{output_dir}`, except the paper's accuracies (Table 2 of {PAPER}).",
+        "## Test accuracy",
+        _accuracy_table(groups, baseline),
+        _table_notes(groups, baseline),
+        "## Where the results differ from the paper",
+        _paper_gaps(groups, baseline, records),
+        "## Paired tests against Linear, per seed",
+        _mcnemar_table(groups, baseline),
+        "## Setup",
+        _setup(records, command),
+        _hyperparameter_table(groups),
+        "## Runs",
+        _runs_table(results),
+    ]
+    return "\n\n".join(sections) + "\n"
+
+
+def _accuracy_table(groups: Sequence[Group], baseline: Group | None) -> str:
+    """Render the main table: one row per configuration."""
+    header = (
+        "| Configuration | Paper (Table 2) | Test accuracy | Seeds | vs paper | vs Linear "
+        "| p vs Linear | Test silhouette | Distance ratio | Parameters | Train s/epoch "
+        "| Eval s/epoch |"
+    )
+    rows = [header, "|" + "---|" * 12]
+    for group in groups:
+        accuracy = _mean(group.final("test_accuracy"))
+        paper = group.variant.paper_accuracy
+        difference, p_text = _baseline_comparison(group, baseline)
+        cells = [
+            group.label,
+            "n/a" if paper is None else f"{paper:.4f}",
+            _mean_std(group.final("test_accuracy")),
+            ", ".join(str(seed) for seed in group.seeds),
+            "n/a" if paper is None else f"{accuracy - paper:+.4f}",
+            difference,
+            p_text,
+            _mean_std(group.final("test_silhouette")),
+            _mean_std(group.final("test_distance_ratio")),
+            ", ".join(f"{count:,}" for count in _values(group, "parameters")),
+            f"{_seconds_per_epoch(group, 'train_seconds'):.1f}",
+            f"{_seconds_per_epoch(group, 'eval_seconds'):.1f}",
+        ]
+        rows.append("| " + " | ".join(cells) + " |")
+    return "\n".join(rows)
+
+
+def _baseline_comparison(group: Group, baseline: Group | None) -> tuple[str, str]:
+    """Return the accuracy difference to Linear and the p-value cell, as table text."""
+    if baseline is None:
+        return "n/a", "n/a (no Linear runs)"
+    if group is baseline:
+        return "baseline", "baseline"
+
+    pairs = _paired_accuracies(group, baseline)
+    if not pairs:
+        return "n/a", "n/a (no common seed)"
+    difference = _difference_to_baseline(group, baseline)
+
+    if len(pairs) >= 2:
+        p_value = paired_t_test([a for a, _ in pairs.values()], [b for _, b in pairs.values()])
+        p_text = "n/a (equal differences)" if p_value is None else _format_p(p_value)
+        return f"{difference:+.4f}", f"{p_text} (paired t, {len(pairs)} seeds)"
+
+    seed = next(iter(pairs))
+    test = mcnemar_exact(_correct(baseline, seed), _correct(group, seed))
+    return f"{difference:+.4f}", f"{_format_p(test.p_value)} (McNemar, seed {seed})"
+
+
+def _paired_accuracies(group: Group, baseline: Group) -> dict[int, tuple[float, float]]:
+    """Map each seed that both groups ran to (group accuracy, baseline accuracy)."""
+    base = {result.run.spec.seed: result.final["test_accuracy"] for result in baseline.results}
+    return {
+        result.run.spec.seed: (result.final["test_accuracy"], base[result.run.spec.seed])
+        for result in group.results
+        if result.run.spec.seed in base
+    }
+
+
+def _difference_to_baseline(group: Group, baseline: Group) -> float | None:
+    """Return the mean accuracy difference over the seeds both ran, or None without one."""
+    pairs = _paired_accuracies(group, baseline)
+    if not pairs:
+        return None
+    return statistics.fmean(a - b for a, b in pairs.values())
+
+
+def _correct(group: Group, seed: int) -> torch.Tensor:
+    """Return the per-example correctness of a group's run with ``seed``."""
+    return next(result.correct for result in group.results if result.run.spec.seed == seed)
+
+
+def _table_notes(groups: Sequence[Group], baseline: Group | None) -> str:
+    """Explain the columns of the main table."""
+    seed_counts = sorted({len(group.results) for group in groups})
+    lines = [
+        "Test accuracy, silhouette score and distance ratio are those of the last epoch, as "
+        "mean ± sample standard deviation over the seeds (the mean alone for one seed). "
+        "The silhouette score is scikit-learn's, on the test features with the true labels; "
+        "the distance ratio is the mean distance to the own class center over the mean "
+        "distance between class centers (lower is better). "
+        "vs paper and vs Linear are differences of mean accuracy.",
+        "p vs Linear: two-sided p-value of McNemar's exact test on the test predictions of "
+        "the same seed when one seed ran, or of the paired t-test over the per-seed "
+        f"accuracies when two or more did (here {', '.join(map(str, seed_counts))} seeds per "
+        "configuration).",
+        "Silhouette, Center and Contrastive Center add their loss to the linear feature "
+        "layer of the Linear row, and DEFRAG adds the silhouette loss to a Grassmann feature "
+        "layer; the paper does not name the feature layer of its center-loss rows. The exact "
+        "train command of every run is under Runs.",
+        "Train s/epoch and Eval s/epoch are wall-clock seconds per epoch, averaged over all "
+        "epochs and seeds; the machine and its load at the start of each run are under Setup.",
+    ]
+    if baseline is None:
+        lines.append("No Linear runs were in the grid, so no paired test was made.")
+    return "\n\n".join(lines)
+
+
+def _paper_gaps(
+    groups: Sequence[Group], baseline: Group | None, records: Sequence[dict[str, Any]]
+) -> str:
+    """State, computed from the runs, where each configuration is below or above the paper."""
+    lines = [_budget_sentence(records), ""]
+    for group in groups:
+        paper = group.variant.paper_accuracy
+        if paper is None:
+            continue
+        accuracy = _mean(group.final("test_accuracy"))
+        lines.append(
+            f"- {group.label}: mean test accuracy {accuracy:.4f} is "
+            f"{_relation(accuracy - paper)} the paper's {paper:.4f}."
+        )
+
+    if baseline is not None and baseline.variant.paper_accuracy is not None:
+        lines.append("")
+        for group in groups:
+            paper = group.variant.paper_accuracy
+            gap = _difference_to_baseline(group, baseline)
+            if group is baseline or paper is None or gap is None:
+                continue
+            paper_gap = paper - baseline.variant.paper_accuracy
+            lines.append(
+                f"- {group.label} vs Linear: the paper reports {_relation(paper_gap)} Linear; "
+                f"here it is {_relation(gap)} Linear."
+            )
+    return "\n".join(lines)
+
+
+def _relation(difference: float) -> str:
+    """Return ``"0.0123 below"``, ``"0.0123 above"`` or ``"equal to"`` for a difference."""
+    if round(difference, 4) == 0:
+        return "equal to (within 0.00005)"
+    return f"{abs(difference):.4f} {'below' if difference < 0 else 'above'}"
+
+
+def _budget_sentence(records: Sequence[dict[str, Any]]) -> str:
+    """Describe the training budget of the runs, the first reason for any gap to the paper."""
+    epochs = _joined(records, lambda record: record["epochs"])
+    epoch_word = "epoch" if epochs == "1" else "epochs"
+    train = _joined(records, lambda record: f"{record['data']['train_examples']:,}")
+    test = _joined(records, lambda record: f"{record['data']['test_examples']:,}")
+    text = (
+        f"These runs trained for {epochs} {epoch_word} on {train} training examples and were "
+        f"tested on {test} test examples. The paper states neither its number of epochs nor "
+        "its learning rate, batch size, lambda or alpha, so part of any gap can come from the "
+        "training budget."
+    )
+    if any(record["data"]["test_split_only"] for record in records):
+        text += (
+            " Only the official test split was available, so the runs trained and tested on "
+            "parts of it, and their accuracies are not comparable with the paper's."
+        )
+    return text
+
+
+def _mcnemar_table(groups: Sequence[Group], baseline: Group | None) -> str:
+    """Render McNemar's exact test of every run against Linear with the same seed."""
+    if baseline is None:
+        return "No Linear runs were in the grid."
+    rows = [
+        "| Configuration | Seed | Right where Linear is wrong | Wrong where Linear is right "
+        "| p (McNemar, exact) |",
+        "|---|---|---|---|---|",
+    ]
+    base_seeds = set(baseline.seeds)
+    for group in groups:
+        if group is baseline:
+            continue
+        for seed in group.seeds:
+            if seed not in base_seeds:
+                continue
+            test = mcnemar_exact(_correct(baseline, seed), _correct(group, seed))
+            rows.append(
+                f"| {group.label} | {seed} | {test.wins} | {test.losses} "
+                f"| {_format_p(test.p_value)} |"
+            )
+    return "\n".join(rows)
+
+
+def _setup(records: Sequence[dict[str, Any]], command: str) -> str:
+    """Describe the command, data, software and machines of the runs."""
+    started = sorted(record.get("started", "not recorded") for record in records)
+    data = _joined(records, lambda record: f"`{record['data']['source']}`")
+    loads = [
+        record["machine"]["load_average_1min"]
+        for record in records
+        if record.get("machine", {}).get("load_average_1min") is not None
+    ]
+    load_text = "not recorded"
+    if loads:
+        load_text = f"{min(loads):.2f} to {max(loads):.2f}"
+    return "\n".join(
+        [
+            f"- Command: `{command}`",
+            f"- Data: {_joined(records, lambda record: DATASET_TITLES[record['dataset']])} "
+            f"from {data}",
+            f"- Runs started between {started[0]} and {started[-1]}",
+            f"- Machine: {_joined(records, _machine_text)}",
+            f"- 1-minute load average at the start of the runs: {load_text}",
+            f"- torch {_joined(records, lambda record: record['versions']['torch'])}, "
+            f"Python {_joined(records, lambda record: record['versions']['python'])}, "
+            f"device {_joined(records, lambda record: record['device'])}",
+        ]
+    )
+
+
+def _machine_text(record: dict[str, Any]) -> str:
+    """Describe the processor and thread count of one run."""
+    machine = record.get("machine")
+    threads = record["versions"]["torch_threads"]
+    if machine is None:
+        return f"not recorded, {threads} torch threads"
+    text = f"{machine['cpu']} ({machine['cpu_count']} logical CPUs), {threads} torch threads"
+    if "gpu" in machine:
+        text += f", GPU {machine['gpu']}"
+    return text
+
+
+_HYPERPARAMETERS = (
+    ("feature", "Feature layer"),
+    ("feature_dim", "Feature dim"),
+    ("loss", "Loss"),
+    ("aux_weight", "lambda"),
+    ("alpha", "alpha"),
+    ("optimizer", "Optimizer"),
+    ("retraction", "Retraction"),
+    ("lr", "lr"),
+    ("lr_schedule", "Schedule"),
+    ("momentum", "Momentum"),
+    ("weight_decay", "Weight decay"),
+    ("batch_size", "Batch"),
+    ("epochs", "Epochs"),
+)
+
+
+def _hyperparameter_table(groups: Sequence[Group]) -> str:
+    """Render the settings of each configuration, as recorded in its runs' config.json."""
+    header = "| Configuration | " + " | ".join(title for _, title in _HYPERPARAMETERS) + " |"
+    rows = ["Hyperparameters, from each run's `config.json`:", "", header]
+    rows.append("|" + "---|" * (len(_HYPERPARAMETERS) + 1))
+    for group in groups:
+        cells = [
+            ", ".join("n/a" if value is None else str(value) for value in _values(group, key))
+            for key, _ in _HYPERPARAMETERS
+        ]
+        rows.append(f"| {group.label} | " + " | ".join(cells) + " |")
+    return "\n".join(rows)
+
+
+def _runs_table(results: Sequence[RunResult]) -> str:
+    """Render one row per run with its folder, result and exact train command."""
+    rows = ["| Run folder | Test accuracy | Command |", "|---|---|---|"]
+    for result in results:
+        rows.append(
+            f"| `{result.run.output_dir.name}` | {result.final['test_accuracy']:.4f} "
+            f"| `{result.run.command}` |"
+        )
+    return "\n".join(rows)
+
+
+# ---------------------------------------------------------------------------------------------
+# Small helpers
+
+
+def _format_p(p_value: float) -> str:
+    """Format a p-value with 2 significant digits; one that underflowed to 0 as ``< 1e-300``."""
+    return "< 1e-300" if p_value == 0 else f"{p_value:.2g}"
+
+
+def _mean(values: Sequence[float]) -> float:
+    """Return the mean, or NaN for no values."""
+    return statistics.fmean(values) if values else math.nan
+
+
+def _mean_std(values: Sequence[float]) -> str:
+    """Format ``mean ± sample std``, the mean alone for one value, n/a for none."""
+    if not values:
+        return "n/a"
+    if len(values) == 1:
+        return f"{values[0]:.4f}"
+    return f"{statistics.fmean(values):.4f} ± {statistics.stdev(values):.4f}"
+
+
+def _seconds_per_epoch(group: Group, key: str) -> float:
+    """Return the mean of a timing column over every epoch of every run of a group."""
+    return statistics.fmean(row[key] for result in group.results for row in result.history)
+
+
+def _values(group: Group, key: str) -> list[Any]:
+    """Return the distinct values of a config.json field over a group's runs, in run order."""
+    return list(dict.fromkeys(result.record[key] for result in group.results))
+
+
+def _joined(records: Sequence[dict[str, Any]], value_of: Callable[[dict[str, Any]], Any]) -> str:
+    """Apply ``value_of`` to each record and join the distinct results in first-seen order."""
+    values = dict.fromkeys(str(value_of(record)) for record in records)
+    return ", ".join(values)

@@ -1,0 +1,267 @@
+"""A resumable grid of training runs, shared by the ``compare``, ``plot`` and ``quickstart``.
+
+Each run of the grid is one ``train`` command with the options of a preset from
+``examples.defrag.variants``, and writes into its own subfolder. Running the grid again skips
+the finished runs and resumes the interrupted ones from their checkpoints, so a long
+comparison can be stopped at any time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+
+import torch
+
+from examples.defrag import cli, train
+from examples.defrag.checkpoint import (
+    CHECKPOINT_NAME,
+    CONFIG_NAME,
+    FEATURES_NAME,
+    METRICS_NAME,
+    PREDICTIONS_NAME,
+    RunError,
+    config_differences,
+    read_json,
+)
+from examples.defrag.config import TrainConfig
+from examples.defrag.variants import VARIANTS, Variant
+
+
+class RunStatus(Enum):
+    """State of a run folder, which decides whether the grid trains, resumes or skips it."""
+
+    NEW = "new run"
+    RESUME = "resuming from its checkpoint"
+    FINISHED = "finished earlier, skipped"
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One run of a grid: a preset, a seed and, for a Grassmann preset, how it is optimized.
+
+    Attributes:
+        variant: The preset.
+        seed: Value of ``--seed``.
+        retraction: Value of ``--retraction``, or None for a preset without a manifold.
+        optimizer: Value of ``--optimizer``, or None for a preset without a manifold (they use
+            the ``train`` default).
+    """
+
+    variant: Variant
+    seed: int
+    retraction: str | None = None
+    optimizer: str | None = None
+
+    @property
+    def group(self) -> tuple[str, str | None, str | None]:
+        """The runs that differ only in the seed share this key."""
+        return (self.variant.name, self.retraction, self.optimizer)
+
+    @property
+    def folder_name(self) -> str:
+        """Name of the run's subfolder, such as ``defrag-polar-rsgd-seed0``."""
+        parts = [self.variant.name]
+        if self.retraction is not None:
+            parts += [self.retraction, self.optimizer]
+        return "-".join([*parts, f"seed{self.seed}"])
+
+    @property
+    def label(self) -> str:
+        """Label of the run's group in tables and legends, such as ``DEFRAG (qr, rsgd)``."""
+        if self.retraction is None:
+            return self.variant.label
+        return f"{self.variant.label} ({self.retraction}, {self.optimizer})"
+
+
+@dataclass(frozen=True)
+class GridOptions:
+    """``train`` options shared by the runs of a grid.
+
+    Attributes:
+        shared: Options given to every run, such as ``["--dataset", "mnist", "--epochs", "3"]``.
+        aux: Options given only to presets with an auxiliary loss (``--lambda``, ``--alpha``).
+    """
+
+    shared: tuple[str, ...] = ()
+    aux: tuple[str, ...] = ()
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> GridOptions:
+        """Collect the shared train options of a grid from parsed command-line options.
+
+        ``args`` contains the options of ``cli.add_grid_data_arguments`` and
+        ``cli.add_grid_training_arguments``.
+
+        Options left at None are not passed, so ``train`` applies its own defaults.
+        """
+        shared = data_argv(args)
+        shared += _present(
+            ("--epochs", args.epochs),
+            ("--batch-size", args.batch_size),
+            ("--lr", args.lr),
+            ("--limit-train", args.limit_train),
+            ("--limit-test", args.limit_test),
+            ("--feature-dim", args.feature_dim),
+        )
+        aux = _present(("--lambda", args.aux_weight), ("--alpha", args.alpha))
+        return cls(shared=tuple(shared), aux=tuple(aux))
+
+
+def data_argv(args: argparse.Namespace) -> list[str]:
+    """Return the ``train`` options that choose the dataset, its folders and the device.
+
+    ``args`` contains the options of ``cli.add_grid_data_arguments`` and a ``device``.
+    """
+    argv = ["--dataset", args.dataset, "--device", args.device]
+    if args.download:
+        argv.append("--download")
+    return argv + _present(("--data-dir", args.data_dir), ("--cache-dir", args.cache_dir))
+
+
+def _present(*pairs: tuple[str, object]) -> list[str]:
+    """Flatten (option, value) pairs into argv, leaving out the options whose value is None."""
+    argv = []
+    for option, value in pairs:
+        if value is not None:
+            argv += [option, str(value)]
+    return argv
+
+
+@dataclass(frozen=True)
+class PlannedRun:
+    """A run of the grid with its resolved settings and the command that reproduces it."""
+
+    spec: RunSpec
+    config: TrainConfig
+    argv: tuple[str, ...]
+
+    @property
+    def output_dir(self) -> Path:
+        """The run's folder."""
+        return Path(self.config.output_dir)
+
+    @property
+    def command(self) -> str:
+        """The ``train`` command line of the run, quoted for a POSIX shell."""
+        return shlex.join(["python", "-m", "examples.defrag", "train", *self.argv])
+
+
+def build_grid(
+    variant_names: Sequence[str],
+    retractions: Sequence[str],
+    optimizers: Sequence[str],
+    seeds: Sequence[int],
+) -> list[RunSpec]:
+    """List the runs of a grid, seed by seed, so that early seeds finish first.
+
+    Presets without a manifold run once per seed. The Grassmann preset runs once per seed for
+    each retraction with ``rsgd``, and once per seed with polar for each ``*-then-retract``
+    optimizer, because those re-project with the polar factor whatever the retraction.
+    Repeated names and seeds count once.
+    """
+    specs = []
+    for seed in dict.fromkeys(seeds):
+        for name in dict.fromkeys(variant_names):
+            variant = VARIANTS[name]
+            if not variant.has_manifold:
+                specs.append(RunSpec(variant, seed))
+                continue
+            for optimizer, retraction in _manifold_settings(retractions, optimizers):
+                specs.append(RunSpec(variant, seed, retraction, optimizer))
+    return specs
+
+
+def _manifold_settings(
+    retractions: Sequence[str], optimizers: Sequence[str]
+) -> list[tuple[str, str]]:
+    """Return the (optimizer, retraction) pairs for the Grassmann preset."""
+    pairs = []
+    for optimizer in optimizers:
+        for retraction in retractions if optimizer == "rsgd" else ("polar",):
+            if (optimizer, retraction) not in pairs:
+                pairs.append((optimizer, retraction))
+    return pairs
+
+
+def plan_runs(specs: Sequence[RunSpec], options: GridOptions, output_dir: Path) -> list[PlannedRun]:
+    """Resolve each run's settings through the ``train`` command's own option parser.
+
+    Raises:
+        examples.defrag.cli.OptionConflict: When the shared options contradict a preset.
+    """
+    parser = argparse.ArgumentParser(prog="python -m examples.defrag train")
+    cli.add_train_arguments(parser)
+
+    planned = []
+    for spec in specs:
+        argv = list(spec.variant.options)
+        if spec.retraction is not None:
+            argv += ["--retraction", spec.retraction, "--optimizer", spec.optimizer]
+        argv += options.shared
+        if spec.variant.has_aux_loss:
+            argv += options.aux
+        argv += ["--seed", str(spec.seed), "--output-dir", str(output_dir / spec.folder_name)]
+
+        config = cli.config_from_args(parser.parse_args(argv))
+        planned.append(PlannedRun(spec, config, tuple(argv)))
+    return planned
+
+
+def run_status(config: TrainConfig) -> RunStatus:
+    """Decide whether a run is new, can resume, or finished earlier with the same settings.
+
+    Raises:
+        examples.defrag.checkpoint.RunError: When the folder contains a run with other settings.
+    """
+    output_dir = Path(config.output_dir)
+    config_path = output_dir / CONFIG_NAME
+    if config_path.is_file():
+        saved = read_json(config_path)
+        differences = config_differences(saved, config, saved_name="existing run")
+        if differences:
+            raise RunError(
+                f"{output_dir} contains a run with other settings:\n"
+                + "\n".join(differences)
+                + "\nRepeat the options of the earlier command, pass another --output-dir, or "
+                f"delete {output_dir} to rerun it with the new settings."
+            )
+
+    if is_finished(output_dir, config.epochs):
+        return RunStatus.FINISHED
+    if (output_dir / CHECKPOINT_NAME).is_file():
+        return RunStatus.RESUME
+    return RunStatus.NEW
+
+
+def is_finished(output_dir: Path, epochs: int) -> bool:
+    """Whether a run folder contains the metrics and test outputs of all ``epochs`` epochs."""
+    metrics_path = output_dir / METRICS_NAME
+    if not metrics_path.is_file() or not (output_dir / FEATURES_NAME).is_file():
+        return False
+    if len(read_json(metrics_path)) != epochs:
+        return False
+    predictions_path = output_dir / PREDICTIONS_NAME
+    if not predictions_path.is_file():
+        return False
+    return torch.load(predictions_path, weights_only=True)["epoch"] == epochs
+
+
+def execute(planned: Sequence[PlannedRun]) -> None:
+    """Train every run of the grid that has not finished, one after the other.
+
+    Raises:
+        examples.defrag.checkpoint.RunError: When a folder contains a run with other settings.
+        examples.defrag.data.DatasetError: When the dataset is missing or corrupt.
+        FloatingPointError: When a run's training loss becomes NaN or infinite.
+    """
+    statuses = [run_status(run.config) for run in planned]
+    for index, (run, status) in enumerate(zip(planned, statuses, strict=True), start=1):
+        print(f"\n[{index}/{len(planned)}] {run.spec.label}, seed {run.spec.seed}: {status.value}")
+        print(f"  {run.command}")
+        if status is not RunStatus.FINISHED:
+            train.train(run.config, resume=status is RunStatus.RESUME)

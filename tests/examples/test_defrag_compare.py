@@ -1,0 +1,257 @@
+"""Tests of the comparison grid and its report, on run folders written by the tests."""
+
+import dataclasses
+import json
+
+import pytest
+import scipy.stats
+import torch
+
+from examples.defrag import report, runner
+from examples.defrag.__main__ import main
+from examples.defrag.checkpoint import RunError
+from examples.defrag.variants import (
+    FIGURE3_VARIANTS,
+    TABLE2_VARIANTS,
+    VARIANTS,
+    describe_run,
+    variant_of,
+)
+
+TEST_EXAMPLES = 200
+
+
+def plan(tmp_path, names, seeds=(0,), retractions=("polar",), optimizers=("rsgd",), aux=()):
+    specs = runner.build_grid(names, retractions, optimizers, seeds)
+    options = runner.GridOptions(shared=("--epochs", "2"), aux=tuple(aux))
+    return runner.plan_runs(specs, options, tmp_path)
+
+
+def write_fake_run(run, correct_count, *, epochs=2, test_split_only=False):
+    """Write the files of a finished run whose first ``correct_count`` predictions are right."""
+    run.output_dir.mkdir(parents=True)
+    labels = torch.arange(TEST_EXAMPLES) % 10
+    predictions = labels.clone()
+    predictions[correct_count:] = (labels[correct_count:] + 1) % 10
+    accuracy = correct_count / TEST_EXAMPLES
+
+    record = {
+        **dataclasses.asdict(run.config),
+        "parameters": 1_256_866,
+        "data": {
+            "source": "/data",
+            "train_examples": 1000,
+            "test_examples": TEST_EXAMPLES,
+            "test_split_only": test_split_only,
+        },
+        "versions": {"python": "3.11", "torch": "2.9", "torch_threads": 2},
+        "machine": {"cpu": "Test CPU", "cpu_count": 2, "load_average_1min": 0.5},
+        "started": "2025-01-01T00:00:00+00:00",
+    }
+    rows = [
+        {
+            "epoch": epoch,
+            "loss": 1.0,
+            "test_accuracy": accuracy,
+            "test_silhouette": 0.5,
+            "test_distance_ratio": 0.25,
+            "train_seconds": 10.0 * epoch,
+            "eval_seconds": 1.0,
+        }
+        for epoch in range(1, epochs + 1)
+    ]
+    (run.output_dir / "config.json").write_text(json.dumps(record))
+    (run.output_dir / "metrics.json").write_text(json.dumps(rows))
+    outputs = {"epoch": epochs, "labels": labels, "predictions": predictions}
+    torch.save(outputs, run.output_dir / "predictions.pt")
+    torch.save(
+        {"epoch": epochs, "labels": labels, "features": torch.zeros(TEST_EXAMPLES, 2)},
+        run.output_dir / "features.pt",
+    )
+
+
+def render(planned):
+    results = [report.load_result(run) for run in planned]
+    return report.render_report(results, "python -m examples.defrag compare", planned[0].output_dir)
+
+
+def test_presets_cover_paper_rows():
+    assert set(TABLE2_VARIANTS) <= set(VARIANTS)
+    assert set(FIGURE3_VARIANTS) <= set(VARIANTS)
+    assert [VARIANTS[name].paper_accuracy for name in TABLE2_VARIANTS] == [
+        0.9347, 0.9369, 0.9375, 0.9371, 0.9368, 0.9393,
+    ]  # fmt: skip
+
+
+def test_every_preset_parses(tmp_path):
+    planned = plan(tmp_path, list(VARIANTS), aux=("--lambda", "0.3"))
+
+    for run in planned:
+        variant = run.spec.variant
+        assert (run.config.feature, run.config.loss) == (variant.feature, variant.loss)
+        expected_weight = 0.3 if variant.has_aux_loss else None
+        assert run.config.aux_weight == expected_weight, variant.name
+        assert run.config.epochs == 2
+
+
+def test_grid_manifold_settings_once():
+    specs = runner.build_grid(
+        ["linear", "defrag", "linear"],
+        ["polar", "qr", "qr"],
+        ["rsgd", "sgd-then-retract"],
+        [0, 1, 0],
+    )
+
+    assert [spec.folder_name for spec in specs[:4]] == [
+        "linear-seed0",
+        "defrag-polar-rsgd-seed0",
+        "defrag-qr-rsgd-seed0",
+        "defrag-polar-sgd-then-retract-seed0",
+    ]
+    assert len(specs) == 8
+    assert len({spec.folder_name for spec in specs}) == 8
+
+
+def test_run_label_from_config():
+    config = {"feature": "grassmann", "loss": "silhouette", "retraction": "qr", "optimizer": "rsgd"}
+
+    assert variant_of(config) is VARIANTS["defrag"]
+    assert describe_run(config) == "DEFRAG (qr, rsgd)"
+    assert describe_run({"feature": "relu", "loss": "silhouette"}) == "relu + silhouette"
+
+
+def test_mcnemar_exact_counts():
+    baseline = torch.tensor([True] * 5 + [False] * 5)
+    variant = torch.tensor([False] * 5 + [False] * 5)
+
+    result = report.mcnemar_exact(baseline, variant)
+
+    assert (result.wins, result.losses) == (0, 5)
+    assert result.p_value == pytest.approx(2 * 0.5**5)
+
+
+def test_mcnemar_identical_predictions():
+    correct = torch.tensor([True, False, True])
+
+    assert report.mcnemar_exact(correct, correct).p_value == 1.0
+
+
+def test_mcnemar_length_mismatch():
+    with pytest.raises(ValueError, match="same test examples, got 3 and 2"):
+        report.mcnemar_exact(torch.ones(3, dtype=torch.bool), torch.ones(2, dtype=torch.bool))
+
+
+def test_paired_t_test():
+    variant, baseline = [0.91, 0.90, 0.93], [0.90, 0.88, 0.90]
+
+    expected = scipy.stats.ttest_rel(variant, baseline).pvalue
+    assert report.paired_t_test(variant, baseline) == pytest.approx(expected)
+    assert report.paired_t_test([0.9], [0.8]) is None
+    assert report.paired_t_test([0.9, 0.8], [0.8, 0.7]) is None
+
+
+def test_report_one_seed(tmp_path):
+    planned = plan(tmp_path, ["linear", "defrag"])
+    write_fake_run(planned[0], 180)
+    write_fake_run(planned[1], 170)
+
+    text = render(planned)
+
+    assert "| Linear | 0.9369 | 0.9000 | 0 | -0.0369 | baseline | baseline |" in text
+    assert "| DEFRAG (polar, rsgd) | 0.9393 | 0.8500 | 0 | -0.0893 | -0.0500 |" in text
+    p_value = scipy.stats.binomtest(0, 10, 0.5).pvalue
+    assert f"{p_value:.2g} (McNemar, seed 0)" in text
+    assert "| DEFRAG (polar, rsgd) | 0 | 0 | 10 |" in text
+    assert "mean test accuracy 0.8500 is 0.0893 below the paper's 0.9393" in text
+    assert "the paper reports 0.0024 above Linear; here it is 0.0500 below Linear" in text
+    assert "| 15.0 | 1.0 |" in text
+    assert "Test CPU (2 logical CPUs), 2 torch threads" in text
+    assert planned[1].command in text
+
+
+def test_report_two_seeds(tmp_path):
+    planned = plan(tmp_path, ["linear", "center"], seeds=(0, 1))
+    for run, correct in zip(planned, [180, 184, 178, 190], strict=True):
+        write_fake_run(run, correct)
+
+    text = render(planned)
+
+    assert "| Linear | 0.9369 | 0.8950 ± 0.0071 | 0, 1 |" in text
+    expected = scipy.stats.ttest_rel([0.92, 0.95], [0.90, 0.89]).pvalue
+    assert f"{expected:.2g} (paired t, 2 seeds)" in text
+    assert "| Center | 0 | 4 | 0 |" in text
+    assert "| Center | 1 | 12 | 0 |" in text
+
+
+def test_report_without_baseline(tmp_path):
+    planned = plan(tmp_path, ["relu"])
+    write_fake_run(planned[0], 100, test_split_only=True)
+
+    text = render(planned)
+
+    assert "n/a (no Linear runs)" in text
+    assert "No Linear runs were in the grid." in text
+    assert "not comparable with the paper's" in text
+
+
+def test_unfinished_run_reported(tmp_path):
+    planned = plan(tmp_path, ["linear"])
+
+    with pytest.raises(RunError, match="has not finished"):
+        report.load_result(planned[0])
+
+
+def test_status_of_fake_runs(tmp_path):
+    planned = plan(tmp_path, ["linear", "defrag"])
+    write_fake_run(planned[0], 100)
+    write_fake_run(planned[1], 100, epochs=1)
+
+    assert runner.run_status(planned[0].config) is runner.RunStatus.FINISHED
+    assert runner.run_status(planned[1].config) is runner.RunStatus.NEW
+
+
+def test_status_rejects_other_settings(tmp_path):
+    planned = plan(tmp_path, ["linear"])
+    write_fake_run(planned[0], 100)
+    other = runner.plan_runs(
+        [planned[0].spec], runner.GridOptions(shared=("--epochs", "2", "--lr", "0.5")), tmp_path
+    )
+
+    with pytest.raises(RunError, match="lr: existing run 0.01, now 0.5"):
+        runner.run_status(other[0].config)
+
+
+COMPARE_OPTIONS = [
+    "--dataset", "--data-dir", "--cache-dir", "--download", "--variants", "--retractions",
+    "--optimizers", "--seeds", "--epochs", "--batch-size", "--lr", "--lambda", "--alpha",
+    "--limit-train", "--limit-test", "--feature-dim", "--device", "--output-dir", "--results",
+]  # fmt: skip
+
+
+def test_compare_help_lists_every_option(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["compare", "--help"])
+
+    text = capsys.readouterr().out
+    assert exit_info.value.code == 0
+    for option in COMPARE_OPTIONS:
+        assert option in text, option
+    assert text.count("(default:") == len(COMPARE_OPTIONS)
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["--variants", "softmax"], "invalid choice: 'softmax'"),
+        (["--retractions", "none"], "invalid choice: 'none'"),
+        (["--seeds", "-1"], "expected an integer >= 0, got -1"),
+        (["--feature-dim", "256"], "--feature grassmann needs --feature-dim below 256"),
+    ],
+    ids=["unknown-variant", "retraction-none", "negative-seed", "feature-dim"],
+)
+def test_compare_invalid_options(tmp_path, capsys, argv, expected):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["compare", *argv, "--output-dir", str(tmp_path)])
+
+    assert exit_info.value.code == 2
+    assert expected in capsys.readouterr().err
