@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from grassmann_nn.distributed import reduce_class_sums
+
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
 
 # torch.cdist mode that subtracts before squaring. The expanded form |x|^2 + |c|^2 - 2 x.c cancels
@@ -59,8 +61,9 @@ class _CenterBuffer(nn.Module):
 
     where $n_j$ is the number of samples of class $j$ in the batch. In evaluation mode the centers
     stay fixed. The update first builds per-class sums and counts, then passes them through
-    `_reduce_class_sums`, then applies them. A distributed subclass overrides that one
-    method to all-reduce the sums and counts, so every rank applies the same update.
+    `_reduce_class_sums`, then applies them. Under `torch.distributed` that method sums
+    them over all ranks, so every rank applies the update of the concatenated batch and keeps
+    identical centers. Each update is then a collective call, which every rank must make.
 
     Args:
         num_classes: Number of classes; labels must lie in ``[0, num_classes)``.
@@ -68,6 +71,9 @@ class _CenterBuffer(nn.Module):
         alpha: Center learning rate in ``[0, 1]``; 0 freezes the centers.
         initial_centers: Optional ``(num_classes, feat_dim)`` floating tensor to start from,
             copied. All classes then count as seen. Default: zeros in the default dtype.
+        distributed: Whether to all-reduce the center updates over the default process group.
+            ``None`` (default) does so when `torch.distributed` is initialized with more than
+            one rank, ``True`` requires an initialized process group, ``False`` never does.
 
     Raises:
         ValueError: On an invalid argument, with the value received.
@@ -82,6 +88,8 @@ class _CenterBuffer(nn.Module):
         feat_dim: int,
         alpha: float = 0.5,
         initial_centers: torch.Tensor | None = None,
+        *,
+        distributed: bool | None = None,
     ) -> None:
         super().__init__()
         check_int("num_classes", num_classes, 1)
@@ -92,6 +100,7 @@ class _CenterBuffer(nn.Module):
         self.num_classes = num_classes
         self.feat_dim = feat_dim
         self.alpha = float(alpha)
+        self.distributed = distributed
 
         centers, seen = self._initial_state(initial_centers)
         self.register_buffer("centers", centers)
@@ -166,11 +175,11 @@ class _CenterBuffer(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Return the class sums and counts that the update applies.
 
-        This single-process version returns them unchanged. A distributed subclass overrides it
-        to sum them over all ranks, which keeps the centers identical on every rank. It is called
-        on every update, even for an empty batch, so collective calls stay matched across ranks.
+        With ``distributed`` on (see the class docstring) `reduce_class_sums` sums them over all
+        ranks, otherwise it returns them unchanged. It is called on every update, even for an
+        empty batch, so collective calls stay matched across ranks.
         """
-        return sums, counts
+        return reduce_class_sums(sums, counts, distributed=self.distributed)
 
     def _apply_class_sums(self, sums: torch.Tensor, counts: torch.Tensor) -> None:
         centers = self.centers.to(sums.dtype)

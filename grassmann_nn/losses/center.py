@@ -28,6 +28,9 @@ class CenterLoss(_CenterBuffer):
         feat_dim: Embedding dimension.
         alpha: Center learning rate in ``[0, 1]``.
         initial_centers: Optional ``(num_classes, feat_dim)`` starting centers. Default zeros.
+        distributed: Whether to all-reduce the center updates over the ranks of
+            `torch.distributed`. ``None`` (default) does so when it is initialized with more
+            than one rank.
 
     Shape:
         - embeddings: ``(batch, feat_dim)``, any floating dtype; float16 and bfloat16 are
@@ -51,8 +54,9 @@ class CenterLoss(_CenterBuffer):
         alpha: float = 0.5,
         *,
         initial_centers: torch.Tensor | None = None,
+        distributed: bool | None = None,
     ) -> None:
-        super().__init__(num_classes, feat_dim, alpha, initial_centers)
+        super().__init__(num_classes, feat_dim, alpha, initial_centers, distributed=distributed)
 
     def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """Return the center loss of the batch, then update the centers in training mode."""

@@ -31,6 +31,9 @@ class ContrastiveCenterLoss(_CenterBuffer):
         alpha: Center learning rate in ``[0, 1]``.
         delta: Positive constant that keeps the denominator away from 0.
         initial_centers: Optional ``(num_classes, feat_dim)`` starting centers. Default zeros.
+        distributed: Whether to all-reduce the center updates over the ranks of
+            `torch.distributed`. ``None`` (default) does so when it is initialized with more
+            than one rank.
 
     Shape:
         - embeddings: ``(batch, feat_dim)``, any floating dtype; float16 and bfloat16 are
@@ -55,10 +58,11 @@ class ContrastiveCenterLoss(_CenterBuffer):
         delta: float = 1.0,
         *,
         initial_centers: torch.Tensor | None = None,
+        distributed: bool | None = None,
     ) -> None:
         if not delta > 0:
             raise ValueError(f"delta must be positive, got {delta!r}.")
-        super().__init__(num_classes, feat_dim, alpha, initial_centers)
+        super().__init__(num_classes, feat_dim, alpha, initial_centers, distributed=distributed)
         self.delta = float(delta)
 
     def extra_repr(self) -> str:

@@ -55,6 +55,9 @@ class SilhouetteLoss(_CenterBuffer):
             The log-sum-exp soft minimum $-T \log \sum_k e^{-d_{ik}/T}$ is not used because it
             falls below 0 for distances under $T \log(K - 1)$. Default None, the hard minimum.
         initial_centers: Optional ``(num_classes, feat_dim)`` starting centers. Default zeros.
+        distributed: Whether to all-reduce the center updates over the ranks of
+            `torch.distributed`. ``None`` (default) does so when it is initialized with more
+            than one rank.
 
     Shape:
         - embeddings: ``(batch, feat_dim)``, any floating dtype; float16 and bfloat16 are
@@ -80,6 +83,7 @@ class SilhouetteLoss(_CenterBuffer):
         squared: bool = False,
         soft_min_temperature: float | None = None,
         initial_centers: torch.Tensor | None = None,
+        distributed: bool | None = None,
     ) -> None:
         if isinstance(num_classes, int) and num_classes < 2:
             raise ValueError(
@@ -90,7 +94,7 @@ class SilhouetteLoss(_CenterBuffer):
             raise ValueError(
                 f"soft_min_temperature must be positive or None, got {soft_min_temperature!r}."
             )
-        super().__init__(num_classes, feat_dim, alpha, initial_centers)
+        super().__init__(num_classes, feat_dim, alpha, initial_centers, distributed=distributed)
         self.squared = bool(squared)
         self.soft_min_temperature = soft_min_temperature
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -9,6 +11,7 @@ import torch
 from torch import Tensor
 from torch.optim.optimizer import Optimizer, ParamsT
 
+from grassmann_nn._linalg import autocast_disabled
 from grassmann_nn.optim._functional import (
     ParameterUpdate,
     apply_sgd_updates,
@@ -17,6 +20,27 @@ from grassmann_nn.optim._functional import (
 )
 
 __all__ = ["RiemannianSGD"]
+
+
+def _run_eagerly(method: Callable[..., Any]) -> Callable[..., Any]:
+    """Wrap ``method`` so that ``torch.compile`` runs it eagerly instead of tracing it.
+
+    NOTE: torch.compile (checked with torch 2.14) loses the ManifoldParameter class of a
+    parameter read from ``self.param_groups``, so a compiled step took the Euclidean update
+    and left the manifold. The step also needs host synchronizations. ``torch.compiler.disable``
+    imports ``torch._dynamo``, which takes seconds, so the wrapper is built at the first call,
+    after the ``Optimizer`` constructor has imported it anyway.
+    """
+    eager_method = None
+
+    @functools.wraps(method)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        nonlocal eager_method
+        if eager_method is None:
+            eager_method = torch.compiler.disable(method)
+        return eager_method(*args, **kwargs)
+
+    return wrapper
 
 
 class RiemannianSGD(Optimizer):
@@ -159,8 +183,20 @@ class RiemannianSGD(Optimizer):
 
         return updates
 
+    def _autocast_disabled(self) -> contextlib.ExitStack:
+        """Return an entered context that turns autocast off for the parameters' device types."""
+        stack = contextlib.ExitStack()
+        device_types = {p.device.type for group in self.param_groups for p in group["params"]}
+        for device_type in sorted(device_types):
+            stack.enter_context(autocast_disabled(device_type))
+        return stack
+
+    @_run_eagerly
     def step(self, closure: Callable[[], float] | None = None) -> float | None:
         """Perform a single optimization step, on all param groups or on none.
+
+        The step runs eagerly under `torch.compile`, and with autocast off under
+        `torch.autocast`, so it computes the same values inside both as outside.
 
         Args:
             closure: A closure that reevaluates the model and returns the loss.
@@ -179,7 +215,7 @@ class RiemannianSGD(Optimizer):
             with torch.enable_grad():
                 loss = closure()
 
-        with torch.no_grad():
+        with torch.no_grad(), self._autocast_disabled():
             updates = self._compute_updates()
             check_finite_updates(updates)
             new_buffers = apply_sgd_updates(updates)

@@ -29,6 +29,7 @@ API_PAGES = {
     "grassmann_nn.losses": "api/losses/index.html",
     "grassmann_nn.metrics": "api/metrics/index.html",
     "grassmann_nn.testing": "api/testing/index.html",
+    "grassmann_nn.distributed": "api/distributed/index.html",
 }
 
 # Pages whose math must reach MathJax as arithmatex output.
@@ -40,6 +41,8 @@ MATH_PAGES = [
     "api/retractions/index.html",
     "api/losses/index.html",
     "api/metrics/index.html",
+    "api/distributed/index.html",
+    "distributed/index.html",
 ]
 
 # Pages with display formulas written as $$ ... $$ blocks.
@@ -47,6 +50,7 @@ DISPLAY_MATH_PAGES = [
     "concepts/index.html",
     "retractions/index.html",
     "tutorials/defrag/index.html",
+    "distributed/index.html",
 ]
 
 # An arithmatex element in generic mode and the first two characters of its formula.
