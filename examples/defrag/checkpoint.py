@@ -12,7 +12,6 @@ import io
 import json
 import os
 import platform
-import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from datetime import datetime
@@ -23,7 +22,7 @@ import torch
 from torch import nn
 
 from examples.defrag.config import TrainConfig
-from examples.defrag.data import DatasetSplits
+from examples.defrag.data import DatasetSplits, write_atomically
 from examples.defrag.model import DefragNet
 
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -276,17 +275,3 @@ def read_json(path: Path) -> Any:
 def to_json(value: Any) -> bytes:
     """Encode ``value`` as indented JSON with a final newline."""
     return (json.dumps(value, indent=2) + "\n").encode()
-
-
-def write_atomically(path: Path, data: bytes) -> None:
-    """Write ``data`` to a temporary file in the same folder, fsync it, then rename it."""
-    handle, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(handle, "wb") as file:
-            file.write(data)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temp_name, path)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise

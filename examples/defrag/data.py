@@ -302,11 +302,14 @@ def _cache_verified_file(name: str, source: Path, file: str, raw_folder: Path) -
     if target.is_file() and _md5(target.read_bytes()) == _md5(data):
         return
     raw_folder.mkdir(parents=True, exist_ok=True)
-    _write_atomically(target, data)
+    write_atomically(target, data)
 
 
-def _write_atomically(target: Path, data: bytes) -> None:
-    """Write ``data`` to a temporary file beside ``target`` and rename it into place."""
+def write_atomically(target: Path, data: bytes) -> None:
+    """Write ``data`` to a temporary file beside ``target``, fsync it, and rename it into place.
+
+    A reader sees the old file or the new one, never a partial write.
+    """
     handle, temp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
     try:
         with os.fdopen(handle, "wb") as file:
