@@ -284,8 +284,8 @@ def _table_notes(groups: Sequence[Group], baseline: Group | None) -> str:
         "vs paper and vs Linear are differences of mean accuracy.",
         "p vs Linear: two-sided p-value of McNemar's exact test on the test predictions of "
         "the same seed when one seed ran, or of the paired t-test over the per-seed "
-        f"accuracies when two or more did (here {', '.join(map(str, seed_counts))} seeds per "
-        "configuration).",
+        f"accuracies when two or more did (seeds per configuration here: "
+        f"{', '.join(map(str, seed_counts))}).",
         "Silhouette, Center and Contrastive Center add their loss to the linear feature "
         "layer of the Linear row, and DEFRAG adds the silhouette loss to a Grassmann feature "
         "layer; the paper does not name the feature layer of its center-loss rows. The exact "
