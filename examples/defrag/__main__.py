@@ -9,9 +9,10 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from examples.defrag import cli, compare, plot, quickstart, train
-from examples.defrag.checkpoint import RunError
+from examples.defrag.checkpoint import CHECKPOINT_NAME, RunError
 from examples.defrag.data import DatasetError
 
 
@@ -112,13 +113,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print(
-            "\nInterrupted. The checkpoint of the last finished epoch is kept; rerun the same "
-            "command with --resume to continue.",
-            file=sys.stderr,
-        )
+        print(_interrupted_message(args), file=sys.stderr)
         return 130
     return 0
+
+
+def _interrupted_message(args: argparse.Namespace) -> str:
+    """Say how to continue after Ctrl-C, depending on whether an epoch had finished."""
+    output_dir = getattr(args, "output_dir", None)
+    single_run = getattr(args, "subcommand", None) == "train"
+    if single_run and output_dir is not None and not (Path(output_dir) / CHECKPOINT_NAME).exists():
+        return (
+            "\nInterrupted before the first epoch finished, so there is no checkpoint to resume "
+            f"from. Rerun the command without --resume: it starts over in {output_dir}."
+        )
+    return (
+        "\nInterrupted. The checkpoint of the last finished epoch is kept; rerun the same "
+        "command (with --resume for train) to continue."
+    )
 
 
 if __name__ == "__main__":

@@ -367,7 +367,10 @@ def _resolve_device(device: str) -> str:
     except RuntimeError as error:
         raise OptionConflict(f"--device {device} is not a valid torch device: {error}") from error
     if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise OptionConflict(f"--device {device} requested, but CUDA is not available here.")
+        raise OptionConflict(
+            f"--device {device} requested, but CUDA is not available here. Use --device cpu, or "
+            "--device auto to take CUDA only when present."
+        )
     return str(resolved)
 
 

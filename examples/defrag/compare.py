@@ -102,7 +102,8 @@ def run_compare(args: argparse.Namespace, argv: Sequence[str]) -> Path:
     """
     specs = runner.build_grid(args.variants, args.retractions, args.optimizers, args.seeds)
     planned = runner.plan_runs(specs, runner.GridOptions.from_args(args), args.output_dir)
-    print(f"Comparison of {len(planned)} runs in {args.output_dir}.")
+    runs = "run" if len(planned) == 1 else "runs"
+    print(f"Comparison of {len(planned)} {runs} in {args.output_dir}.")
     runner.execute(planned)
 
     results = [report.load_result(run) for run in planned]

@@ -289,7 +289,8 @@ def _corrupt_message(name: str, path: Path, expected: str, actual: str) -> str:
     """Build the error message for a file whose decompressed MD5 is wrong."""
     return (
         f"{path} is corrupt: the MD5 of its decompressed bytes is {actual}, "
-        f"expected {expected} for {name}. Replace it with an intact copy.\n" + _INSTALL_HINT
+        f"expected {expected} for {name}. Replace it with an intact copy (a file in the cache "
+        "folder can simply be deleted: it is rebuilt from the source files).\n" + _INSTALL_HINT
     )
 
 
@@ -305,6 +306,12 @@ def _cache_verified_file(name: str, source: Path, file: str, raw_folder: Path) -
     write_atomically(target, data)
 
 
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def write_atomically(target: Path, data: bytes) -> None:
     """Write ``data`` to a temporary file beside ``target``, fsync it, and rename it into place.
 
@@ -316,6 +323,8 @@ def write_atomically(target: Path, data: bytes) -> None:
             file.write(data)
             file.flush()
             os.fsync(file.fileno())
+        # mkstemp creates the file readable by its owner only; give it the usual mode.
+        os.chmod(temp_name, 0o666 & ~_current_umask())
         os.replace(temp_name, target)
     except BaseException:
         Path(temp_name).unlink(missing_ok=True)

@@ -278,7 +278,8 @@ def _table_notes(groups: Sequence[Group], baseline: Group | None) -> str:
     lines = [
         "Test accuracy, silhouette score and distance ratio are those of the last epoch, as "
         "mean ± sample standard deviation over the seeds (the mean alone for one seed). "
-        "The silhouette score is scikit-learn's, on the test features with the true labels; "
+        "The silhouette score is grassmann_nn.metrics.silhouette_score (scikit-learn's "
+        "definition, computed exactly), on the test features with the true labels; "
         "the distance ratio is the mean distance to the own class center over the mean "
         "distance between class centers (lower is better). "
         "vs paper and vs Linear are differences of mean accuracy.",
@@ -291,7 +292,9 @@ def _table_notes(groups: Sequence[Group], baseline: Group | None) -> str:
         "layer; the paper does not name the feature layer of its center-loss rows. The exact "
         "train command of every run is under Runs.",
         "Train s/epoch and Eval s/epoch are wall-clock seconds per epoch, averaged over all "
-        "epochs and seeds; the machine and its load at the start of each run are under Setup.",
+        "epochs and seeds; the machine and its load at the start of each run are under Setup. "
+        "Compare them only between runs that started at a similar load: on a shared 2-core "
+        "machine the same epoch can take several times longer.",
     ]
     if baseline is None:
         lines.append("No Linear runs were in the grid, so no paired test was made.")
