@@ -87,6 +87,17 @@ def add_compare_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _check_grid_options(args: argparse.Namespace) -> None:
+    """Reject --retractions and --optimizers when no selected preset has a manifold weight."""
+    if any(VARIANTS[name].has_manifold for name in args.variants):
+        return
+    if list(args.retractions) != ["polar"] or list(args.optimizers) != ["rsgd"]:
+        raise cli.OptionConflict(
+            "--retractions and --optimizers apply to the defrag preset only, and --variants "
+            f"{' '.join(args.variants)} has none. Add defrag to --variants or drop them."
+        )
+
+
 def run_compare(args: argparse.Namespace, argv: Sequence[str]) -> Path:
     """Train the grid, write the report, and return the report's path.
 
@@ -100,6 +111,7 @@ def run_compare(args: argparse.Namespace, argv: Sequence[str]) -> Path:
         examples.defrag.checkpoint.RunError: When a run folder contains a run with other settings.
         examples.defrag.data.DatasetError: When the dataset is missing or corrupt.
     """
+    _check_grid_options(args)
     specs = runner.build_grid(args.variants, args.retractions, args.optimizers, args.seeds)
     planned = runner.plan_runs(specs, runner.GridOptions.from_args(args), args.output_dir)
     runs = "run" if len(planned) == 1 else "runs"

@@ -74,7 +74,6 @@ def train(
     splits = _load_splits(config)
     train_x, train_y = splits.train_x.to(device), splits.train_y.to(device)
     test_x, test_y = splits.test_x.to(device), splits.test_y.to(device)
-    print(splits.describe())
     if config.limit_train is not None or config.limit_test is not None:
         print(f"Using {len(train_y):,} training and {len(test_y):,} test examples (--limit-*).")
 
@@ -113,13 +112,16 @@ def train(
 
 
 def _load_splits(config: TrainConfig) -> DatasetSplits:
-    """Load the dataset and keep the first ``limit_train`` and ``limit_test`` examples."""
+    """Load the dataset, print its sizes, and keep the first ``limit_train``/``limit_test``."""
     splits = load_dataset(
         config.dataset,
         None if config.data_dir is None else Path(config.data_dir),
         cache_dir=None if config.cache_dir is None else Path(config.cache_dir),
         download=config.download,
     )
+    # Describe the whole dataset (and how a test-only split was divided) before --limit-*.
+    print(splits.describe())
+
     train_end = config.limit_train or len(splits.train_y)
     test_end = config.limit_test or len(splits.test_y)
     return DatasetSplits(

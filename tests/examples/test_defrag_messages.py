@@ -4,6 +4,8 @@ import argparse
 import os
 import stat
 
+import pytest
+
 import grassmann_nn  # noqa: F401  (first: it imports geoopt with its FutureWarning silenced)
 
 # isort: split
@@ -32,3 +34,14 @@ def test_atomic_write_uses_umask_mode(tmp_path):
         os.umask(previous)
     mode = stat.S_IMODE((tmp_path / "metrics.json").stat().st_mode)
     assert mode == 0o644
+
+
+def test_compare_rejects_retractions_without_defrag(capsys, tmp_path):
+    from examples.defrag.__main__ import main
+
+    argv = ["compare", "--variants", "linear", "--retractions", "qr", "--output-dir", str(tmp_path)]
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+
+    assert exit_info.value.code == 2
+    assert "apply to the defrag preset only" in capsys.readouterr().err
