@@ -71,7 +71,7 @@ def time_callable(
     The first call is a warm-up (allocation, kernel selection, lazy initialization) and is not
     part of the median. Its output is returned, so callers can check the result without
     another call. A warm-up call slower than ``max_call_s`` stops the measurement, so one very
-    slow peer cannot stall a run; the record then has ``median_s = None`` and says why in
+    slow peer cannot stall a run; the record then has ``median_s = None`` and gives the reason in
     ``note``. A call slower than ``min_run_time`` is timed `SLOW_CALL_REPEATS` more times (once
     above `LONG_CALL_S`) with ``Timer.timeit(1)``, because ``blocked_autorange`` would spend a
     call on choosing a block size of 1.

@@ -53,8 +53,8 @@ Retraction = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 """Signature of a retraction: ``(x, u) -> y``, all three of shape ``(..., n, p)``."""
 
 # Above this condition number of the Gram matrix, the polar factor takes a second pass.
-# One pass leaves an orthonormality error of about eps * cond(G); the second pass starts from
-# a matrix with cond(G) close to 1 and so ends at a few eps.
+# One pass leaves an orthonormality error of about eps * cond(G). The second pass starts from
+# a matrix with cond(G) close to 1, so it ends at a few eps.
 _REFINE_CONDITION = 10.0
 
 # Below lambda_min / lambda_max = _SINGULAR_RATIO * eps, the Gram route has lost too many digits
@@ -133,7 +133,7 @@ def _polar_factor(a: torch.Tensor) -> torch.Tensor:
     try:
         y, eigenvalues = _gram_polar(a)
     except torch.linalg.LinAlgError:
-        # NOTE: eigh can fail to converge (seen with float32 on nearly singular input); the
+        # NOTE: eigh can fail to converge (seen with float32 on nearly singular input). The
         # float64 SVD is slower but converges, and its result is orthonormal all the same.
         return _svd_polar(a)
 
@@ -210,7 +210,7 @@ def polar(x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
 
     Raises:
         ValueError: The shapes of ``x`` and ``u`` differ or are not ``(..., n, p)``, n >= p.
-        FloatingPointError: The input holds NaN or infinity.
+        FloatingPointError: The input contains NaN or infinity.
     """
     _check_point_and_step(x, u)
     return _retract_checked("polar", _polar, x, u)
@@ -235,7 +235,7 @@ def qr(x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
 
     Raises:
         ValueError: The shapes of ``x`` and ``u`` differ or are not ``(..., n, p)``, n >= p.
-        FloatingPointError: The input holds NaN or infinity.
+        FloatingPointError: The input contains NaN or infinity.
 
     Note:
         Without the sign fix, Householder QR may flip columns, so $R_X(0)$ would return
@@ -286,7 +286,7 @@ def cayley(x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
 
     Raises:
         ValueError: The shapes of ``x`` and ``u`` differ or are not ``(..., n, p)``, n >= p.
-        FloatingPointError: The input holds NaN or infinity, or the step overflowed.
+        FloatingPointError: The input contains NaN or infinity, or the step overflowed.
 
     Note:
         The Cayley map only rotates ``x``, so rounding errors in $X^\top X = I$ add up over
@@ -353,7 +353,7 @@ def grassmann_exp(x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
 
     Raises:
         ValueError: The shapes of ``x`` and ``u`` differ or are not ``(..., n, p)``, n >= p.
-        FloatingPointError: The input holds NaN or infinity.
+        FloatingPointError: The input contains NaN or infinity.
 
     Note:
         $\cos(\sqrt{G})$ and $\operatorname{sinc}(\sqrt{G})$ are read off
@@ -402,7 +402,7 @@ def stiefel_exp(x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
 
     Raises:
         ValueError: The shapes of ``x`` and ``u`` differ or are not ``(..., n, p)``, n >= p.
-        FloatingPointError: The input holds NaN or infinity.
+        FloatingPointError: The input contains NaN or infinity.
     """
     _check_point_and_step(x, u)
     return _retract_checked("exp", _stiefel_exp, x, u)

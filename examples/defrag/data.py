@@ -6,8 +6,8 @@ and writes the verified files into a cache folder in torchvision's layout. Only 
 instantiate ``torchvision.datasets.FashionMNIST`` or ``MNIST`` on that cache. The source folder
 is only read, so it can be a read-only system folder such as Debian's.
 
-Two reasons for the extra step: with ``download=False``, torchvision's MNIST-family classes look
-for decompressed files under ``<root>/<ClassName>/raw`` and check no checksum, and Debian's
+The extra step has two reasons. With ``download=False``, torchvision's MNIST-family classes look
+for decompressed files under ``<root>/<ClassName>/raw`` and check no checksum. And Debian's
 ``dataset-fashion-mnist`` package ships recompressed ``.gz`` files whose MD5 differs from the
 one torchvision lists, although the decompressed bytes are the same.
 """

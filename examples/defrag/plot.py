@@ -131,7 +131,7 @@ def run_plot(args: argparse.Namespace, parser: argparse.ArgumentParser) -> list[
 def _reject_training_options(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     """Raise OptionConflict when an option that only the training path uses was changed.
 
-    NOTE: An option given with its default value (``--epochs 3``) cannot be told apart from an
+    NOTE: An option given with its default value (``--epochs 3``) cannot be distinguished from an
     option left out, so it passes silently.
     """
     names = ("dataset", "data_dir", "cache_dir", "download", "epochs", "batch_size", "lr")

@@ -239,7 +239,7 @@ def run_status(config: TrainConfig) -> RunStatus:
 
 
 def is_finished(output_dir: Path, epochs: int) -> bool:
-    """Whether a run folder contains the metrics and test outputs of all ``epochs`` epochs."""
+    """Return whether a run folder contains the metrics and test outputs of all epochs."""
     metrics_path = output_dir / METRICS_NAME
     if not metrics_path.is_file() or not (output_dir / FEATURES_NAME).is_file():
         return False

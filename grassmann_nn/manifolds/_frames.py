@@ -1,4 +1,4 @@
-"""What the Stiefel and Grassmann manifolds share: points are matrices with orthonormal columns."""
+"""Base class of the Stiefel and Grassmann manifolds, whose points have orthonormal columns."""
 
 from __future__ import annotations
 

@@ -289,10 +289,11 @@ def _all_finite(tensors: Sequence[Tensor]) -> bool:
     """Return whether every tensor is free of inf and NaN, with one host sync per device.
 
     Note:
-        The fast test sums each tensor: inf and NaN always make the sum non-finite, and a sum
-        reads its input once without the boolean temporary of ``isfinite`` (about 10x faster
-        for the 1.26M parameters of the DEFRAG network on one CPU thread). Finite values
-        whose sum overflows can fail the fast test; the exact ``isfinite`` check then decides.
+        The fast test sums each tensor, because inf and NaN always make the sum non-finite.
+        A sum reads its input once without the boolean temporary of ``isfinite``, which made
+        it about 10x faster for the 1.26M parameters of the DEFRAG network on one CPU thread.
+        Finite values whose sum overflows can fail the fast test, and then the exact
+        ``isfinite`` check decides.
     """
     sums_by_device: dict[torch.device, list[Tensor]] = {}
     for tensor in tensors:

@@ -85,9 +85,9 @@ class RiemannianSGD(Optimizer):
     NOTE: The all-or-nothing step keeps the new values of all parameters and buffers at once, so
     its peak memory is about one extra copy of the parameters (and buffers) above
     ``torch.optim.SGD``'s. The finiteness check of the step costs one host synchronization per
-    device, and each retraction of a manifold parameter adds its own (two for its finiteness
-    checks, two more for the polar factor's conditioning branches), so the step does not
-    capture in a CUDA graph and graph-breaks under ``torch.compile``.
+    device. Each retraction of a manifold parameter adds its own: two for its finiteness
+    checks and two more for the polar factor's conditioning branches. So the step cannot be
+    captured in a CUDA graph, and it runs eagerly under ``torch.compile``.
 
     Args:
         params: Iterable of parameters or of dicts defining param groups.
