@@ -11,7 +11,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from examples.defrag import cli, compare, plot, quickstart, train
+from examples.defrag import cli, compare, plot, quickstart, train, tune
 from examples.defrag.checkpoint import CHECKPOINT_NAME, RunError
 from examples.defrag.data import DatasetError
 
@@ -46,6 +46,19 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_compare_arguments(compare_parser)
     compare_parser.set_defaults(handler=_run_compare, subparser=compare_parser)
 
+    tune_parser = subcommands.add_parser(
+        "tune",
+        help="choose hyperparameters on a held-out validation split and write them to a file",
+        description="Hold out --validation training examples, train every combination of the "
+        "search values for each configuration and seed on the rest, and select per "
+        "configuration (or, with --shared, for all together) the combination with the best "
+        "mean validation accuracy. The test split is never evaluated. The selection goes into "
+        "a JSON file for compare --hparams. Rerunning skips finished runs and resumes "
+        "interrupted ones.",
+    )
+    tune.add_tune_arguments(tune_parser)
+    tune_parser.set_defaults(handler=_run_tune, subparser=tune_parser)
+
     plot_parser = subcommands.add_parser(
         "plot",
         help="draw the 2-D features of the paper's Figure 3 and training curves as PNG",
@@ -75,14 +88,21 @@ def build_parser() -> argparse.ArgumentParser:
 def _run_train(args: argparse.Namespace) -> None:
     try:
         config = cli.config_from_args(args)
+        train.train(config, resume=args.resume)
     except cli.OptionConflict as error:
         args.subparser.error(str(error))
-    train.train(config, resume=args.resume)
 
 
 def _run_compare(args: argparse.Namespace) -> None:
     try:
         compare.run_compare(args, args.argv)
+    except cli.OptionConflict as error:
+        args.subparser.error(str(error))
+
+
+def _run_tune(args: argparse.Namespace) -> None:
+    try:
+        tune.run_tune(args, args.argv)
     except cli.OptionConflict as error:
         args.subparser.error(str(error))
 

@@ -196,6 +196,7 @@ def write_config(
             "train_examples": len(splits.train_y),
             "test_examples": len(splits.test_y),
             "test_split_only": splits.test_split_only,
+            "evaluation": splits.evaluation,
             "normalization_mean": splits.mean,
             "normalization_std": splits.std,
         },

@@ -122,7 +122,16 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
         type=positive_int,
         default=None,
         metavar="N",
-        help="evaluate on the first N test examples only (default: all)",
+        help="evaluate on the first N test (or validation) examples only (default: all)",
+    )
+    data.add_argument(
+        "--validation",
+        type=positive_int,
+        default=None,
+        metavar="N",
+        help="hold out N training examples, drawn with a fixed seed that does not depend on "
+        "--seed, train on the others, and evaluate on the held-out ones instead of the test "
+        "split, which is then never evaluated (default: off, evaluate on the test split)",
     )
 
     model = parser.add_argument_group("model and loss")
@@ -304,6 +313,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         device=_resolve_device(args.device),
         limit_train=args.limit_train,
         limit_test=args.limit_test,
+        validation=args.validation,
     )
 
 
@@ -443,7 +453,13 @@ def add_grid_training_arguments(
     training = parser.add_argument_group("training, passed to every run")
 
     def add(
-        option: str, dest: str, parse: Any, default: Any, train_default: Any, text: str
+        option: str,
+        dest: str,
+        parse: Any,
+        default: Any,
+        train_default: Any,
+        text: str,
+        metavar: str | None = None,
     ) -> None:
         default_text = train_default if default is None else default
         training.add_argument(
@@ -451,7 +467,7 @@ def add_grid_training_arguments(
             dest=dest,
             type=parse,
             default=default,
-            metavar="N" if parse is positive_int else option.removeprefix("--").upper(),
+            metavar="N" if parse is positive_int else metavar or option.removeprefix("--").upper(),
             help=f"{text} (default: {default_text})",
         )
 
@@ -464,6 +480,29 @@ def add_grid_training_arguments(
         None,
         f"{DEFAULT_SGD_LR} for rsgd and sgd-then-retract, {DEFAULT_ADAM_LR} for adam-then-retract",
         "initial learning rate",
+    )
+    training.add_argument(
+        "--lr-schedule",
+        choices=LR_SCHEDULES,
+        default=None,
+        help="learning-rate schedule, as for train (default: cosine)",
+    )
+    add(
+        "--momentum",
+        "momentum",
+        unit_interval_float,
+        None,
+        DEFAULT_MOMENTUM,
+        "momentum factor, given to the runs of rsgd and sgd-then-retract, in [0, 1]",
+    )
+    add(
+        "--weight-decay",
+        "weight_decay",
+        non_negative_float,
+        None,
+        0.0,
+        "L2 penalty coefficient on all parameters",
+        metavar="DECAY",
     )
     add(
         "--lambda",

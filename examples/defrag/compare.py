@@ -17,6 +17,7 @@ from pathlib import Path
 from examples.defrag import cli, report, runner
 from examples.defrag.checkpoint import write_atomically
 from examples.defrag.config import OPTIMIZERS, RETRACTIONS
+from examples.defrag.hparams import load_hparams
 from examples.defrag.variants import TABLE2_VARIANTS, VARIANTS
 
 MANIFOLD_RETRACTIONS = tuple(name for name in RETRACTIONS if name != "none")
@@ -68,6 +69,15 @@ def add_compare_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
     cli.add_grid_training_arguments(parser)
+    parser.add_argument(
+        "--hparams",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="JSON file of settings per configuration, such as the one that tune writes; "
+        "options given on the command line override it (default: none, every run takes the "
+        "options above)",
+    )
 
     output = parser.add_argument_group("output")
     output.add_argument(
@@ -112,8 +122,9 @@ def run_compare(args: argparse.Namespace, argv: Sequence[str]) -> Path:
         examples.defrag.data.DatasetError: When the dataset is missing or corrupt.
     """
     _check_grid_options(args)
+    hparams = None if args.hparams is None else load_hparams(args.hparams)
     specs = runner.build_grid(args.variants, args.retractions, args.optimizers, args.seeds)
-    planned = runner.plan_runs(specs, runner.GridOptions.from_args(args), args.output_dir)
+    planned = runner.plan_runs(specs, runner.GridOptions.from_args(args), args.output_dir, hparams)
     runs = "run" if len(planned) == 1 else "runs"
     print(f"Comparison of {len(planned)} {runs} in {args.output_dir}.")
     runner.execute(planned)
@@ -121,6 +132,8 @@ def run_compare(args: argparse.Namespace, argv: Sequence[str]) -> Path:
     results = [report.load_result(run) for run in planned]
     command = shlex.join(["python", "-m", "examples.defrag", *argv])
     text = report.render_report(results, command, args.output_dir)
+    if hparams is not None:
+        text += "\n" + report.render_provenance(args.hparams, hparams.provenance)
 
     results_path = args.results or args.output_dir / RESULTS_NAME
     results_path.parent.mkdir(parents=True, exist_ok=True)

@@ -25,7 +25,13 @@ class TrainConfig:
 
     ``aux_weight`` (the CLI's ``--lambda``) and ``alpha`` are None when ``loss`` is ``"ce"``.
     ``momentum`` is None for ``"adam-then-retract"``. ``retraction`` is ``"none"`` exactly when
-    ``feature`` is not ``"grassmann"``.
+    ``feature`` is not ``"grassmann"``. ``validation`` is the number of training examples held
+    out and evaluated instead of the test split, or None to train on all and evaluate on the
+    test split.
+
+    NOTE: With ``validation`` set, the ``test_*`` metrics of the run and its ``predictions.pt``
+    and ``features.pt`` describe the validation examples, as ``config.json`` records under
+    ``data.evaluation``.
     """
 
     output_dir: str
@@ -50,3 +56,4 @@ class TrainConfig:
     device: str = "cpu"
     limit_train: int | None = None
     limit_test: int | None = None
+    validation: int | None = None

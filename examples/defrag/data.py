@@ -59,6 +59,10 @@ _DECOMPRESSED_MD5 = {
 TEST_ONLY_TRAIN_SIZE = 8000
 TEST_ONLY_SEED = 0
 
+# A validation split (``--validation N``) is drawn from the training examples with this seed,
+# whatever the run's own seed, so that every run of a tuning grid holds out the same examples.
+VALIDATION_SEED = 0
+
 _INSTALL_HINT = (
     "To get the data, do one of:\n"
     "  - install Debian's package (Fashion-MNIST only): apt-get install dataset-fashion-mnist\n"
@@ -88,6 +92,8 @@ class DatasetSplits:
         source: Folder that the IDX files were read from.
         test_split_only: True when only the official test split was available and both parts
             were carved from it.
+        evaluation: ``"test"``, or ``"validation"`` when ``test_x`` and ``test_y`` hold
+            training examples held out by ``hold_out_validation``.
     """
 
     name: str
@@ -99,12 +105,13 @@ class DatasetSplits:
     std: float
     source: Path
     test_split_only: bool
+    evaluation: str = "test"
 
     def describe(self) -> str:
         """Return a one-paragraph summary of the data for the training log."""
         text = (
-            f"{self.name}: {len(self.train_y):,} training and {len(self.test_y):,} test "
-            f"examples from {self.source}"
+            f"{self.name}: {len(self.train_y):,} training and {len(self.test_y):,} "
+            f"{self.evaluation} examples from {self.source}"
         )
         if self.test_split_only:
             text += (
@@ -112,7 +119,51 @@ class DatasetSplits:
                 f"with seed {TEST_ONLY_SEED} into the training and test parts above. Accuracies "
                 "are not comparable with results on the official split."
             )
+        if self.evaluation == "validation":
+            text += (
+                f"\nValidation: {len(self.test_y):,} of the training examples, drawn with seed "
+                f"{VALIDATION_SEED}, are held out and evaluated instead of the test split; the "
+                f"other {len(self.train_y):,} are trained on. The test split is not evaluated."
+            )
         return text
+
+
+def hold_out_validation(splits: DatasetSplits, size: int) -> DatasetSplits:
+    """Hold out ``size`` training examples as the split to evaluate on, in place of the test split.
+
+    The held-out examples are the first ``size`` of a permutation drawn with
+    ``VALIDATION_SEED``, so every run holds out the same ones. The remaining training examples
+    keep their original order. The test tensors are dropped, so that nothing downstream can
+    evaluate on them by mistake.
+
+    NOTE: The normalization statistics stay those of the whole training split, validation
+    examples included. They are two scalars, and the test split never enters them.
+
+    Raises:
+        ValueError: When ``size`` is not in [1, number of training examples).
+    """
+    count = len(splits.train_y)
+    if not 0 < size < count:
+        raise ValueError(
+            f"--validation {size} must be between 1 and {count - 1}, the number of training "
+            f"examples minus one. Pass a smaller --validation."
+        )
+    generator = torch.Generator().manual_seed(VALIDATION_SEED)
+    order = torch.randperm(count, generator=generator)
+    held_out = order[:size].sort().values
+    kept = order[size:].sort().values
+    return DatasetSplits(
+        name=splits.name,
+        train_x=splits.train_x[kept],
+        train_y=splits.train_y[kept],
+        test_x=splits.train_x[held_out],
+        test_y=splits.train_y[held_out],
+        mean=splits.mean,
+        std=splits.std,
+        source=splits.source,
+        test_split_only=splits.test_split_only,
+        evaluation="validation",
+    )
 
 
 def default_cache_dir() -> Path:

@@ -135,6 +135,7 @@ def _reject_training_options(args: argparse.Namespace, parser: argparse.Argument
     option left out, so it passes silently.
     """
     names = ("dataset", "data_dir", "cache_dir", "download", "epochs", "batch_size", "lr")
+    names += ("lr_schedule", "momentum", "weight_decay")
     names += ("aux_weight", "alpha", "limit_train", "limit_test", "feature_dim", "device", "seed")
     changed = [name for name in names if getattr(args, name) != parser.get_default(name)]
     if changed:

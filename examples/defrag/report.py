@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -212,13 +212,13 @@ def _accuracy_table(groups: Sequence[Group], baseline: Group | None) -> str:
         cells = [
             group.label,
             "n/a" if paper is None else f"{paper:.4f}",
-            _mean_std(group.final("test_accuracy")),
+            mean_std(group.final("test_accuracy")),
             ", ".join(str(seed) for seed in group.seeds),
             "n/a" if paper is None else f"{accuracy - paper:+.4f}",
             difference,
             p_text,
-            _mean_std(group.final("test_silhouette")),
-            _mean_std(group.final("test_distance_ratio")),
+            mean_std(group.final("test_silhouette")),
+            mean_std(group.final("test_distance_ratio")),
             ", ".join(f"{count:,}" for count in _values(group, "parameters")),
             f"{_seconds_per_epoch(group, 'train_seconds'):.1f}",
             f"{_seconds_per_epoch(group, 'eval_seconds'):.1f}",
@@ -452,6 +452,16 @@ def _hyperparameter_table(groups: Sequence[Group]) -> str:
     return "\n".join(rows)
 
 
+def render_provenance(path: Path, provenance: Mapping[str, str]) -> str:
+    """Render where the settings of a ``--hparams`` file came from, as a markdown section."""
+    lines = ["## Where the hyperparameters come from", ""]
+    lines.append(f"The runs took their settings from `{path}`.")
+    if provenance:
+        lines.append("")
+        lines += [f"- {key}: {text}" for key, text in provenance.items()]
+    return "\n".join(lines) + "\n"
+
+
 def _runs_table(results: Sequence[RunResult]) -> str:
     """Render one row per run with its folder, result and exact train command."""
     rows = ["| Run folder | Test accuracy | Command |", "|---|---|---|"]
@@ -477,7 +487,7 @@ def _mean(values: Sequence[float]) -> float:
     return statistics.fmean(values) if values else math.nan
 
 
-def _mean_std(values: Sequence[float]) -> str:
+def mean_std(values: Sequence[float]) -> str:
     """Format ``mean ± sample std``, the mean alone for one value, n/a for none."""
     if not values:
         return "n/a"

@@ -27,8 +27,10 @@ from examples.defrag.checkpoint import (
     RunError,
     config_differences,
     read_json,
+    write_atomically,
 )
 from examples.defrag.config import TrainConfig
+from examples.defrag.hparams import Hyperparameters, settings_argv
 from examples.defrag.variants import VARIANTS, Variant
 
 
@@ -38,6 +40,12 @@ class RunStatus(Enum):
     NEW = "new run"
     RESUME = "resuming from its checkpoint"
     FINISHED = "finished earlier, skipped"
+    DIVERGED = "diverged earlier, skipped"
+
+
+# Marker file of a run whose loss became NaN or infinite in a grid that keeps going; it holds
+# the error message.
+DIVERGED_NAME = "diverged.txt"
 
 
 @dataclass(frozen=True)
@@ -50,32 +58,42 @@ class RunSpec:
         retraction: Value of ``--retraction``, or None for a preset without a manifold.
         optimizer: Value of ``--optimizer``, or None for a preset without a manifold (they use
             the ``train`` default).
+        settings: Hyperparameters of a tuning run as (key, value) pairs with the keys of
+            ``examples.defrag.hparams.OPTIONS``; they override every other source.
     """
 
     variant: Variant
     seed: int
     retraction: str | None = None
     optimizer: str | None = None
+    settings: tuple[tuple[str, str], ...] = ()
 
     @property
-    def group(self) -> tuple[str, str | None, str | None]:
+    def group(self) -> tuple[str, str | None, str | None, tuple[tuple[str, str], ...]]:
         """The runs that differ only in the seed share this key."""
-        return (self.variant.name, self.retraction, self.optimizer)
+        return (self.variant.name, self.retraction, self.optimizer, self.settings)
 
     @property
     def folder_name(self) -> str:
-        """Name of the run's subfolder, such as ``defrag-polar-rsgd-seed0``."""
+        """Name of the run's subfolder, such as ``defrag-polar-rsgd-seed0``.
+
+        A tuning run also names its settings, as in ``linear-lr0.03-weight_decay0-seed0``.
+        """
         parts = [self.variant.name]
         if self.retraction is not None:
             parts += [self.retraction, self.optimizer]
+        parts += [f"{key}{value}" for key, value in self.settings]
         return "-".join([*parts, f"seed{self.seed}"])
 
     @property
     def label(self) -> str:
         """Label of the run's group in tables and legends, such as ``DEFRAG (qr, rsgd)``."""
-        if self.retraction is None:
-            return self.variant.label
-        return f"{self.variant.label} ({self.retraction}, {self.optimizer})"
+        label = self.variant.label
+        if self.retraction is not None:
+            label += f" ({self.retraction}, {self.optimizer})"
+        if self.settings:
+            label += ", " + ", ".join(f"{key} {value}" for key, value in self.settings)
+        return label
 
 
 @dataclass(frozen=True)
@@ -85,10 +103,12 @@ class GridOptions:
     Attributes:
         shared: Options given to every run, such as ``["--dataset", "mnist", "--epochs", "3"]``.
         aux: Options given only to presets with an auxiliary loss (``--lambda``, ``--alpha``).
+        sgd: Options given only to runs of an SGD-type optimizer (``--momentum``).
     """
 
     shared: tuple[str, ...] = ()
     aux: tuple[str, ...] = ()
+    sgd: tuple[str, ...] = ()
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> GridOptions:
@@ -104,12 +124,15 @@ class GridOptions:
             ("--epochs", args.epochs),
             ("--batch-size", args.batch_size),
             ("--lr", args.lr),
+            ("--lr-schedule", args.lr_schedule),
+            ("--weight-decay", args.weight_decay),
             ("--limit-train", args.limit_train),
             ("--limit-test", args.limit_test),
             ("--feature-dim", args.feature_dim),
         )
         aux = _present(("--lambda", args.aux_weight), ("--alpha", args.alpha))
-        return cls(shared=tuple(shared), aux=tuple(aux))
+        sgd = _present(("--momentum", args.momentum))
+        return cls(shared=tuple(shared), aux=tuple(aux), sgd=tuple(sgd))
 
 
 def data_argv(args: argparse.Namespace) -> list[str]:
@@ -188,8 +211,16 @@ def _manifold_settings(
     return pairs
 
 
-def plan_runs(specs: Sequence[RunSpec], options: GridOptions, output_dir: Path) -> list[PlannedRun]:
+def plan_runs(
+    specs: Sequence[RunSpec],
+    options: GridOptions,
+    output_dir: Path,
+    hparams: Hyperparameters | None = None,
+) -> list[PlannedRun]:
     """Resolve each run's settings through the ``train`` command's own option parser.
+
+    A run's options come, each overriding the ones before, from its preset, from ``hparams``,
+    from ``options`` (the command line), and from the run's own tuning ``settings``.
 
     Raises:
         examples.defrag.cli.OptionConflict: When the shared options contradict a preset.
@@ -202,9 +233,14 @@ def plan_runs(specs: Sequence[RunSpec], options: GridOptions, output_dir: Path) 
         argv = list(spec.variant.options)
         if spec.retraction is not None:
             argv += ["--retraction", spec.retraction, "--optimizer", spec.optimizer]
+        if hparams is not None:
+            argv += hparams.argv_for(spec.variant.name, spec.optimizer)
         argv += options.shared
         if spec.variant.has_aux_loss:
             argv += options.aux
+        if spec.optimizer != "adam-then-retract":
+            argv += options.sgd
+        argv += settings_argv(dict(spec.settings))
         argv += ["--seed", str(spec.seed), "--output-dir", str(output_dir / spec.folder_name)]
 
         config = cli.config_from_args(parser.parse_args(argv))
@@ -231,6 +267,8 @@ def run_status(config: TrainConfig) -> RunStatus:
                 f"delete {output_dir} to rerun it with the new settings."
             )
 
+    if (output_dir / DIVERGED_NAME).is_file():
+        return RunStatus.DIVERGED
     if is_finished(output_dir, config.epochs):
         return RunStatus.FINISHED
     if (output_dir / CHECKPOINT_NAME).is_file():
@@ -251,17 +289,36 @@ def is_finished(output_dir: Path, epochs: int) -> bool:
     return torch.load(predictions_path, weights_only=True)["epoch"] == epochs
 
 
-def execute(planned: Sequence[PlannedRun]) -> None:
+def execute(planned: Sequence[PlannedRun], *, keep_going: bool = False) -> None:
     """Train every run of the grid that has not finished, one after the other.
+
+    Args:
+        planned: The runs.
+        keep_going: When a run's loss becomes NaN or infinite, write ``DIVERGED_NAME`` with the
+            error into its folder and go on with the next run, instead of raising. A tuning
+            grid uses this, because a learning rate that diverges is a result there.
 
     Raises:
         examples.defrag.checkpoint.RunError: When a folder contains a run with other settings.
         examples.defrag.data.DatasetError: When the dataset is missing or corrupt.
-        FloatingPointError: When a run's training loss becomes NaN or infinite.
+        FloatingPointError: When a run's training loss becomes NaN or infinite and
+            ``keep_going`` is False.
     """
     statuses = [run_status(run.config) for run in planned]
     for index, (run, status) in enumerate(zip(planned, statuses, strict=True), start=1):
         print(f"\n[{index}/{len(planned)}] {run.spec.label}, seed {run.spec.seed}: {status.value}")
         print(f"  {run.command}")
-        if status is not RunStatus.FINISHED:
+        if status in (RunStatus.FINISHED, RunStatus.DIVERGED):
+            continue
+        try:
             train.train(run.config, resume=status is RunStatus.RESUME)
+        except FloatingPointError as error:
+            if not keep_going:
+                raise
+            print(f"  Diverged, going on with the next run: {error}")
+            write_atomically(run.output_dir / DIVERGED_NAME, f"{error}\n".encode())
+
+
+def has_diverged(run: PlannedRun) -> bool:
+    """Return whether ``execute(..., keep_going=True)`` marked the run as diverged."""
+    return (run.output_dir / DIVERGED_NAME).is_file()

@@ -36,7 +36,7 @@ from examples.defrag.checkpoint import (
     write_test_outputs,
 )
 from examples.defrag.config import TrainConfig
-from examples.defrag.data import DatasetSplits, load_dataset
+from examples.defrag.data import DatasetSplits, hold_out_validation, load_dataset
 from examples.defrag.model import DefragNet, count_parameters
 
 EVAL_BATCH_SIZE = 1000
@@ -75,7 +75,10 @@ def train(
     train_x, train_y = splits.train_x.to(device), splits.train_y.to(device)
     test_x, test_y = splits.test_x.to(device), splits.test_y.to(device)
     if config.limit_train is not None or config.limit_test is not None:
-        print(f"Using {len(train_y):,} training and {len(test_y):,} test examples (--limit-*).")
+        print(
+            f"Using {len(train_y):,} training and {len(test_y):,} {splits.evaluation} examples "
+            "(--limit-*)."
+        )
 
     torch.manual_seed(config.seed)
     state = _build_run_state(config, device, steps_per_epoch=_steps_per_epoch(config, train_y))
@@ -105,20 +108,31 @@ def train(
         write_test_outputs(output_dir, outputs)
         write_metrics(output_dir, history)
         save_checkpoint(checkpoint_path, epoch, config, state, history)
-        print(_format_row(row, config.epochs))
+        print(_format_row(row, config.epochs, splits.evaluation))
 
-    _print_summary(history, output_dir, config.epochs)
+    _print_summary(history, output_dir, config.epochs, splits.evaluation)
     return history
 
 
 def _load_splits(config: TrainConfig) -> DatasetSplits:
-    """Load the dataset, print its sizes, and keep the first ``limit_train``/``limit_test``."""
+    """Load the dataset, hold out the validation split, print the sizes, then apply --limit-*.
+
+    With ``config.validation`` set, the held-out training examples take the place of the test
+    split, and ``limit_test`` limits them.
+
+    Raises:
+        examples.defrag.data.DatasetError: When the dataset is missing or corrupt.
+        examples.defrag.cli.OptionConflict: When ``config.validation`` leaves no training
+            example.
+    """
     splits = load_dataset(
         config.dataset,
         None if config.data_dir is None else Path(config.data_dir),
         cache_dir=None if config.cache_dir is None else Path(config.cache_dir),
         download=config.download,
     )
+    if config.validation is not None:
+        splits = _hold_out(splits, config.validation)
     # Describe the whole dataset (and how a test-only split was divided) before --limit-*.
     print(splits.describe())
 
@@ -134,7 +148,18 @@ def _load_splits(config: TrainConfig) -> DatasetSplits:
         std=splits.std,
         source=splits.source,
         test_split_only=splits.test_split_only,
+        evaluation=splits.evaluation,
     )
+
+
+def _hold_out(splits: DatasetSplits, size: int) -> DatasetSplits:
+    """Hold out the validation split, turning a size that does not fit into an OptionConflict."""
+    from examples.defrag.cli import OptionConflict
+
+    try:
+        return hold_out_validation(splits, size)
+    except ValueError as error:
+        raise OptionConflict(str(error)) from None
 
 
 def _steps_per_epoch(config: TrainConfig, train_y: torch.Tensor) -> int:
@@ -377,14 +402,15 @@ def _orthonormality_error(model: DefragNet) -> float | None:
 # Log lines
 
 
-def _format_row(row: dict[str, Any], epochs: int) -> str:
+def _format_row(row: dict[str, Any], epochs: int, evaluation: str = "test") -> str:
     def number(key: str, spec: str) -> str:
         value = row[key]
         return "n/a" if value is None else format(value, spec)
 
+    split = "val" if evaluation == "validation" else "test"
     return (
         f"epoch {row['epoch']}/{epochs}  loss {row['loss']:.4f}  "
-        f"train acc {row['train_accuracy']:.4f}  test acc {row['test_accuracy']:.4f}  "
+        f"train acc {row['train_accuracy']:.4f}  {split} acc {row['test_accuracy']:.4f}  "
         f"silhouette {number('test_silhouette', '.4f')}  "
         f"distance ratio {number('test_distance_ratio', '.4f')}  "
         f"orthonormality error {number('orthonormality_error', '.1e')}  "
@@ -392,7 +418,9 @@ def _format_row(row: dict[str, Any], epochs: int) -> str:
     )
 
 
-def _print_summary(history: list[dict[str, Any]], output_dir: Path, epochs: int) -> None:
+def _print_summary(
+    history: list[dict[str, Any]], output_dir: Path, epochs: int, evaluation: str = "test"
+) -> None:
     if not history:
         return
     last = history[-1]
@@ -400,8 +428,8 @@ def _print_summary(history: list[dict[str, Any]], output_dir: Path, epochs: int)
     silhouette = last["test_silhouette"]
     silhouette_text = "n/a" if silhouette is None else f"{silhouette:.4f}"
     print(
-        f"{status} after epoch {last['epoch']}/{epochs}: test accuracy "
-        f"{last['test_accuracy']:.4f}, test silhouette {silhouette_text}.\n"
+        f"{status} after epoch {last['epoch']}/{epochs}: {evaluation} accuracy "
+        f"{last['test_accuracy']:.4f}, {evaluation} silhouette {silhouette_text}.\n"
         f"Outputs in {output_dir}: config.json, metrics.json, metrics.csv, {PREDICTIONS_NAME}, "
         f"{FEATURES_NAME}, {CHECKPOINT_NAME}"
     )

@@ -225,6 +225,7 @@ COMPARE_OPTIONS = [
     "--dataset", "--data-dir", "--cache-dir", "--download", "--variants", "--retractions",
     "--optimizers", "--seeds", "--epochs", "--batch-size", "--lr", "--lambda", "--alpha",
     "--limit-train", "--limit-test", "--feature-dim", "--device", "--output-dir", "--results",
+    "--lr-schedule", "--momentum", "--weight-decay", "--hparams",
 ]  # fmt: skip
 
 

@@ -8,7 +8,13 @@ import pytest
 import torch
 import torchvision
 
-from examples.defrag.data import DatasetError, load_dataset
+from examples.defrag.data import (
+    VALIDATION_SEED,
+    DatasetError,
+    DatasetSplits,
+    hold_out_validation,
+    load_dataset,
+)
 
 # The official MNIST test split, kept beside the repository for offline tests.
 MNIST_DIR = Path(__file__).parents[2].parent / "shared" / "datasets" / "mnist"
@@ -253,3 +259,46 @@ def test_download_failure(tmp_path, monkeypatch):
 
     assert "Downloading mnist" in str(error.value)
     assert "Error downloading" in str(error.value)
+
+
+def fake_splits(count: int) -> DatasetSplits:
+    """Splits whose training image i holds the value i everywhere, to track examples."""
+    train_x = torch.arange(count, dtype=torch.float32).view(-1, 1, 1, 1).expand(-1, 1, 28, 28)
+    return DatasetSplits(
+        name="mnist",
+        train_x=train_x.contiguous(),
+        train_y=torch.arange(count) % 10,
+        test_x=torch.full((7, 1, 28, 28), -1.0),
+        test_y=torch.zeros(7, dtype=torch.int64),
+        mean=0.5,
+        std=0.25,
+        source=Path("/data"),
+        test_split_only=False,
+    )
+
+
+def test_validation_split_is_disjoint_and_fixed():
+    splits = fake_splits(1000)
+
+    held_out = hold_out_validation(splits, 150)
+
+    train_ids = held_out.train_x[:, 0, 0, 0].long()
+    validation_ids = held_out.test_x[:, 0, 0, 0].long()
+    assert held_out.evaluation == "validation"
+    assert len(validation_ids) == 150 and len(train_ids) == 850
+    assert set(train_ids.tolist()).isdisjoint(validation_ids.tolist())
+    assert sorted(train_ids.tolist() + validation_ids.tolist()) == list(range(1000))
+    assert torch.equal(held_out.test_y, validation_ids % 10)
+    assert torch.equal(train_ids, train_ids.sort().values)  # training order kept
+    # The same examples every time, whatever the global RNG state.
+    torch.manual_seed(123)
+    again = hold_out_validation(splits, 150)
+    assert torch.equal(again.test_x, held_out.test_x)
+    expected = torch.randperm(1000, generator=torch.Generator().manual_seed(VALIDATION_SEED))
+    assert validation_ids.tolist() == expected[:150].sort().values.tolist()
+
+
+@pytest.mark.parametrize("size", [0, 1000, 5000])
+def test_validation_split_size_checked(size):
+    with pytest.raises(ValueError, match=f"--validation {size} must be between 1 and 999"):
+        hold_out_validation(fake_splits(1000), size)

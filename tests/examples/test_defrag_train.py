@@ -17,27 +17,13 @@ from examples.defrag.config import (
     TrainConfig,
 )
 
-MNIST_DIR = Path(__file__).parents[2].parent / "shared" / "datasets" / "mnist"
-FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
-
 TINY_RUN = ["--limit-train", "128", "--limit-test", "100", "--batch-size", "64"]
 TRAIN_OPTIONS = [
     "--dataset", "--data-dir", "--cache-dir", "--download", "--limit-train", "--limit-test",
     "--feature", "--feature-dim", "--loss", "--lambda", "--alpha", "--retraction",
     "--optimizer", "--epochs", "--batch-size", "--lr", "--lr-schedule", "--momentum",
-    "--weight-decay", "--seed", "--device", "--output-dir", "--resume",
+    "--weight-decay", "--seed", "--device", "--output-dir", "--resume", "--validation",
 ]  # fmt: skip
-
-
-@pytest.fixture
-def data_args(tmp_path):
-    """Options that select the smallest dataset available here, with a private cache."""
-    cache = ["--cache-dir", str(tmp_path / "cache")]
-    if MNIST_DIR.is_dir():
-        return ["--dataset", "mnist", "--data-dir", str(MNIST_DIR), *cache]
-    if FASHION_DIR.is_dir():
-        return ["--dataset", "fashion-mnist", *cache]
-    pytest.skip("neither the MNIST test split nor Debian's Fashion-MNIST is available")
 
 
 def parse_config(argv):
@@ -276,3 +262,31 @@ def test_missing_data_reported(tmp_path, capsys):
     assert status == 1
     assert "not found" in err
     assert "--download" in err
+
+
+def test_validation_split_replaces_test_split(tmp_path, data_args, capsys):
+    output_dir = tmp_path / "run"
+
+    status = main(
+        ["train", *data_args, *TINY_RUN, "--epochs", "1", "--validation", "300"]
+        + ["--output-dir", str(output_dir)]
+    )
+
+    out = capsys.readouterr().out
+    assert status == 0
+    assert "val acc" in out
+    assert "validation accuracy" in out
+    config = json.loads((output_dir / "config.json").read_text())
+    assert config["validation"] == 300
+    assert config["data"]["evaluation"] == "validation"
+    assert config["data"]["test_examples"] == 100  # --limit-test limits the validation part
+    labels = torch.load(output_dir / "predictions.pt", weights_only=True)["labels"]
+    assert len(labels) == 100
+
+
+def test_validation_larger_than_training_split(tmp_path, data_args, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", *data_args, "--validation", "100000", "--output-dir", str(tmp_path)])
+
+    assert exit_info.value.code == 2
+    assert "--validation 100000 must be between 1 and" in capsys.readouterr().err
