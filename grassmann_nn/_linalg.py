@@ -76,13 +76,14 @@ def sym(x: torch.Tensor) -> torch.Tensor:
 
 
 def max_abs_scale(a: torch.Tensor) -> torch.Tensor:
-    """Return max |a_ij| per matrix (shape ``(..., 1, 1)``, detached, 1 where the matrix is 0).
+    """Return max |a_ij| per matrix (shape ``(..., 1, 1)``, detached, > 0 even for a zero matrix).
 
     Dividing by it before a scale-invariant decomposition keeps the Gram matrix far from
     overflow and underflow. The value is detached because the result does not depend on it.
     """
     scale = a.detach().abs().amax(dim=(-2, -1), keepdim=True)
-    return torch.where(scale > 0, scale, torch.ones_like(scale))
+    # A zero matrix stays zero when divided by the smallest normal number, as when divided by 1.
+    return scale.clamp_min(torch.finfo(a.dtype).tiny)
 
 
 class _SymInvSqrt(torch.autograd.Function):
@@ -144,9 +145,27 @@ def sym_inv_sqrt(gram: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
     Eigenvalues below ``eps * max eigenvalue`` are clamped to that floor, so the result stays
     finite for singular input; callers detect that case from the returned eigenvalues.
+    Without a gradient to record, the forward pass runs directly, which skips the bookkeeping
+    of ``torch.autograd.Function.apply``.
     """
-    inv_sqrt, eigenvalues, _, _ = _SymInvSqrt.apply(gram)
+    if torch.is_grad_enabled() and gram.requires_grad:
+        inv_sqrt, eigenvalues, _, _ = _SymInvSqrt.apply(gram)
+    else:
+        inv_sqrt, eigenvalues, _, _ = _SymInvSqrt.forward(gram)
     return inv_sqrt, eigenvalues
+
+
+def diagonal_signs(r: torch.Tensor) -> torch.Tensor:
+    """Return the signs of the diagonal of ``r``: -1, or +1 for positive and zero entries.
+
+    A NaN or infinite diagonal entry gives NaN, so that a Q factor scaled by these signs shows
+    the non-finite input that made R non-finite. The last column of a square matrix, for
+    example, enters R but not Q.
+    """
+    diagonal = torch.diagonal(r.detach(), dim1=-2, dim2=-1)
+    signs = diagonal.sign().masked_fill_(diagonal == 0, 1.0)
+    # diagonal - diagonal is 0 for finite entries and NaN for inf and NaN.
+    return signs + (diagonal - diagonal)
 
 
 def sign_fixed_qr(a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -158,8 +177,7 @@ def sign_fixed_qr(a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         qf(X) = X for orthonormal X, and a Gaussian matrix gives a Haar-distributed Q.
     """
     q, r = torch.linalg.qr(a)
-    diagonal = torch.diagonal(r, dim1=-2, dim2=-1)
-    signs = torch.where(diagonal < 0, -torch.ones_like(diagonal), torch.ones_like(diagonal))
+    signs = diagonal_signs(r)
     return q * signs.unsqueeze(-2), r * signs.unsqueeze(-1)
 
 
@@ -198,12 +216,14 @@ def matrix_exp(a: torch.Tensor) -> torch.Tensor:
     Note:
         Measured with torch 2.14 on the CPU: for one float64 4 x 4 matrix of norm 0.01 to
         0.03, ``torch.linalg.matrix_exp`` is off by up to 6e-12 from ``scipy.linalg.expm``.
-        The same matrix inside a batch of two is exact to 4e-16. A lone matrix is therefore
-        computed in a batch with a zero matrix, which costs one small extra product.
+        The same matrix inside a batch of two is exact to 4e-16. A lone float64 matrix is
+        therefore computed in a batch with a zero matrix, which doubles the cost of the call.
+        A lone float32 matrix was as accurate as a batched one (errors of 1e-7 to 8e-7 against
+        scipy for sizes 4 to 64 and norms 0.01 to 3), so it skips the padding.
     """
     square = a.shape[-2:]
     flat = a.reshape(-1, *square)
-    if flat.shape[0] != 1:
+    if flat.shape[0] != 1 or a.dtype != torch.float64:
         return torch.linalg.matrix_exp(a)
 
     padded = torch.cat([flat, torch.zeros_like(flat)])

@@ -24,15 +24,16 @@ References:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
 
 from grassmann_nn._linalg import (
+    diagonal_signs,
     in_working_precision,
     matrix_exp,
     max_abs_scale,
-    sign_fixed_qr,
     sym_inv_sqrt,
     transpose,
 )
@@ -85,6 +86,18 @@ def _all_finite(*tensors: torch.Tensor) -> bool:
     return all(bool(torch.isfinite(t).all()) for t in tensors)
 
 
+def _is_finite(tensor: torch.Tensor) -> bool:
+    """Return whether ``tensor`` is free of inf and NaN, testing its sum first.
+
+    Inf and NaN always make the sum non-finite, and the sum reads the tensor once without the
+    boolean temporary of ``isfinite``. Finite entries whose sum overflows fail the fast test,
+    and then the exact ``isfinite`` check decides.
+    """
+    if math.isfinite(tensor.sum().item()):
+        return True
+    return _all_finite(tensor)
+
+
 def _raise_non_finite(name: str, *inputs: torch.Tensor) -> None:
     finite = ", ".join(
         f"{label} finite: {_all_finite(t)}" for label, t in zip("xu", inputs, strict=False)
@@ -97,22 +110,31 @@ def _raise_non_finite(name: str, *inputs: torch.Tensor) -> None:
 
 
 def _retract_checked(name: str, kernel: Retraction, *inputs: torch.Tensor) -> torch.Tensor:
-    """Run ``kernel`` on finite input and return its finite result, else FloatingPointError."""
-    if not _all_finite(*inputs):
-        _raise_non_finite(name, *inputs)
+    """Run ``kernel`` and return its result if finite, else raise FloatingPointError.
 
+    Only the result is checked on success: inf or NaN in the input reaches the result through
+    every kernel here, so one check covers both. The inputs are examined only after a failure,
+    to name the non-finite one in the message.
+    """
     try:
         result = kernel(*inputs)
     except torch.linalg.LinAlgError as error:
+        if not _all_finite(*inputs):
+            _raise_non_finite(name, *inputs)
         # A decomposition met overflowed intermediate values (a step of norm ~1e30, say).
         raise FloatingPointError(
             f"the {name} retraction failed for input of shape {tuple(inputs[0].shape)}: "
             f"{error} Check the step size: the learning rate times the gradient is too large."
         ) from error
 
-    if not _all_finite(result):
+    if not _is_finite(result):
         _raise_non_finite(name, *inputs)
     return result
+
+
+def _needs_grad(*tensors: torch.Tensor) -> bool:
+    """Return whether autograd records operations on any of ``tensors``."""
+    return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
 
 
 def _svd_polar(a: torch.Tensor) -> torch.Tensor:
@@ -127,8 +149,39 @@ def _gram_polar(a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return a @ inv_sqrt, eigenvalues
 
 
+def _well_conditioned_polar(a: torch.Tensor) -> torch.Tensor | None:
+    """Return A (A^T A)^{-1/2} without rescaling A, or None unless that is safe and accurate.
+
+    Safe means that every eigenvalue of A^T A lies within a factor 10 of ``sqrt(finfo.tiny)``
+    and ``sqrt(finfo.max)``, so nothing overflows or underflows, and accurate that no matrix of
+    the stack needs a refining pass (lambda_min / lambda_max >= 1 / _REFINE_CONDITION). This
+    is the case for a retraction of a point by a moderate step. It skips the max-abs scaling and
+    the eigenvalue floor of `sym_inv_sqrt`, but its gradient is not the gap-free one, so it
+    serves only calls that record no gradient.
+    """
+    eigenvalues, eigenvectors = torch.linalg.eigh(transpose(a) @ a)
+    smallest = eigenvalues[..., 0]
+    largest = eigenvalues[..., -1]
+
+    # Clamping both ends turns an out-of-range stack into a small ratio, with one host sync:
+    # a ratio >= 0.1 implies 0.1 * low <= smallest <= largest <= 10 * high.
+    info = torch.finfo(a.dtype)
+    low, high = math.sqrt(info.tiny), math.sqrt(info.max)
+    ratio = smallest.clamp(max=high) / largest.clamp(min=low)
+    if not ratio.amin().item() * _REFINE_CONDITION >= 1:
+        return None
+
+    inv_sqrt = (eigenvectors / eigenvalues.sqrt().unsqueeze(-2)) @ transpose(eigenvectors)
+    return a @ inv_sqrt
+
+
 def _polar_factor(a: torch.Tensor) -> torch.Tensor:
     """Polar factor in the working dtype; see `polar_factor`."""
+    if not _needs_grad(a):
+        y = _well_conditioned_polar(a)
+        if y is not None:
+            return y
+
     a = a / max_abs_scale(a)
     try:
         y, eigenvalues = _gram_polar(a)
@@ -139,14 +192,28 @@ def _polar_factor(a: torch.Tensor) -> torch.Tensor:
 
     smallest = eigenvalues[..., 0]
     largest = eigenvalues[..., -1]
-    eps = torch.finfo(a.dtype).eps
 
+    # One host synchronization in the common case: when the worst ratio lambda_min / lambda_max
+    # of the stack is above 1 / _REFINE_CONDITION, no matrix needs a second pass or the SVD.
+    # A zero, negative or NaN largest eigenvalue gives a ratio that takes the slow path.
+    tiny = torch.finfo(a.dtype).tiny
+    worst_ratio = (smallest / largest.clamp_min(tiny)).amin().item()
+    if worst_ratio * _REFINE_CONDITION >= 1:
+        return y
+    return _repair_ill_conditioned(a, y, smallest, largest)
+
+
+def _repair_ill_conditioned(
+    a: torch.Tensor, y: torch.Tensor, smallest: torch.Tensor, largest: torch.Tensor
+) -> torch.Tensor:
+    """Refine or replace by the SVD route the polar factors ``y`` of ill-conditioned ``a``."""
+    eps = torch.finfo(a.dtype).eps
     refine = smallest * _REFINE_CONDITION < largest
+    singular = smallest <= largest * (_SINGULAR_RATIO * eps)
+
     if bool(refine.any()):
         refined, _ = _gram_polar(y)
         y = torch.where(refine[..., None, None], refined, y)
-
-    singular = smallest <= largest * (_SINGULAR_RATIO * eps)
     if bool(singular.any()):
         y = torch.where(singular[..., None, None], _svd_polar(a), y)
     return y
@@ -218,9 +285,10 @@ def polar(x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
 
 @in_working_precision
 def _qr(x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-    a = x + u
-    q, _ = sign_fixed_qr(a / max_abs_scale(a))
-    return q
+    # Householder QR is scale-invariant and its column norms are computed without overflow
+    # (LAPACK's nrm2), so unlike the Gram-based polar factor it needs no rescaling.
+    q, r = torch.linalg.qr(x + u)
+    return q * diagonal_signs(r).unsqueeze(-2)
 
 
 def qr(x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
@@ -247,18 +315,45 @@ def qr(x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
     return _retract_checked("qr", _qr, x, u)
 
 
+def _block(top_left, top_right, bottom_left, bottom_right) -> torch.Tensor:
+    top = torch.cat([top_left, top_right], dim=-1)
+    bottom = torch.cat([bottom_left, bottom_right], dim=-1)
+    return torch.cat([top, bottom], dim=-2)
+
+
+def _cayley_low_rank(x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    r"""Cayley retraction through the $2p \times 2p$ Woodbury system, for $2p < n$.
+
+    With $A = X^\top \Delta$, $P\Delta = \Delta - X A / 2$, $S = (P\Delta)^\top P\Delta$ and
+    $X^\top X = I$, the blocks of $L = [P\Delta, X]$ and $R = [X, -P\Delta]$ are
+    $R^\top L = \begin{pmatrix} A/2 & I \\ -S & -A^\top/2 \end{pmatrix}$ and
+    $R^\top X = \begin{pmatrix} I \\ -A^\top/2 \end{pmatrix}$. Assembling them from
+    $p \times p$ pieces takes three $n \times p \times p$ products instead of the six of the
+    $n \times 2p$ products $R^\top L$ and $R^\top X$.
+    """
+    p = x.shape[-1]
+    along = transpose(x) @ u
+    projected = u - x @ along / 2
+    gram = transpose(projected) @ projected
+
+    eye = torch.eye(p, dtype=x.dtype, device=x.device).expand_as(gram)
+    half_along = along / 2
+    half_along_t = transpose(half_along)
+    # kernel = I - R^T L / 2 and rhs = R^T X, written out block by block.
+    kernel = _block(eye - half_along / 2, -eye / 2, gram / 2, eye + half_along_t / 2)
+    rhs = torch.cat([eye, -half_along_t], dim=-2)
+
+    coefficients = torch.linalg.solve(kernel, rhs)
+    return x + projected @ coefficients[..., :p, :] + x @ coefficients[..., p:, :]
+
+
 @in_working_precision
 def _cayley(x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
     n, p = x.shape[-2:]
-    projected = u - x @ (transpose(x) @ u) / 2
-
     if 2 * p < n:
-        left = torch.cat([projected, x], dim=-1)
-        right = torch.cat([x, -projected], dim=-1)
-        eye = torch.eye(2 * p, dtype=x.dtype, device=x.device)
-        kernel = eye - transpose(right) @ left / 2
-        return x + left @ torch.linalg.solve(kernel, transpose(right) @ x)
+        return _cayley_low_rank(x, u)
 
+    projected = u - x @ (transpose(x) @ u) / 2
     skew = projected @ transpose(x) - x @ transpose(projected)
     eye = torch.eye(n, dtype=x.dtype, device=x.device)
     return torch.linalg.solve(eye - skew / 2, x + skew @ x / 2)
@@ -313,14 +408,24 @@ def _step_scale(u: torch.Tensor) -> torch.Tensor:
     return norm.unsqueeze(-1).unsqueeze(-1).clamp_min(1.0)
 
 
-def _block(top_left, top_right, bottom_left, bottom_right) -> torch.Tensor:
-    top = torch.cat([top_left, top_right], dim=-1)
-    bottom = torch.cat([bottom_left, bottom_right], dim=-1)
-    return torch.cat([top, bottom], dim=-2)
+def _orthonormalize_near(y: torch.Tensor) -> torch.Tensor:
+    r"""Return the polar factor of ``y``, by one Newton-Schulz step when ``y`` is near it.
+
+    With $E = Y^\top Y - I$, the step $Y (I - E/2)$ agrees with the polar factor
+    $Y (I + E)^{-1/2}$ up to $O(E^2)$ and leaves an orthonormality error of about
+    $\tfrac{3}{4} \max|E|^2$. For $\max|E| \le \sqrt{\varepsilon}$ both are at rounding level,
+    and the step costs two products instead of an eigendecomposition. Otherwise, as after a
+    non-horizontal step of `grassmann_exp`, the full `_polar_factor` runs.
+    """
+    error = transpose(y) @ y
+    error.diagonal(dim1=-2, dim2=-1).sub_(1)
+    if error.abs().amax().item() <= math.sqrt(torch.finfo(y.dtype).eps):
+        return y - y @ error / 2
+    return _polar_factor(y)
 
 
-@in_working_precision
-def _grassmann_exp(x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+def _grassmann_exp_generator(x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """Grassmann exponential through the 2p x 2p matrix exponential, differentiable everywhere."""
     p = x.shape[-1]
     scale = _step_scale(u)
     direction = u / scale
@@ -333,6 +438,35 @@ def _grassmann_exp(x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
 
     y = x @ columns[..., :p, :] + direction @ columns[..., p:, :]
     return _polar_factor(y)
+
+
+def _grassmann_exp_eigh(x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    r"""Grassmann exponential through an eigendecomposition of $G = \Delta^\top \Delta$.
+
+    With $G = V \operatorname{diag}(\theta^2) V^\top$, $\cos(\sqrt{G}) = V \cos(\theta) V^\top$
+    and $\operatorname{sinc}(\sqrt{G}) = V \operatorname{sinc}(\theta) V^\top$. A p x p ``eigh``
+    costs less than the 2p x 2p matrix exponential, but its gradient is not finite at repeated
+    angles, so this route serves only calls that record no gradient.
+    """
+    scale = _step_scale(u)
+    direction = u / scale
+    eigenvalues, eigenvectors = torch.linalg.eigh(transpose(direction) @ direction)
+
+    # The angles theta are the singular values of u = scale * direction.
+    angles = eigenvalues.clamp_min(0).sqrt() * scale.squeeze(-1)
+    cos = torch.cos(angles).unsqueeze(-2)
+    # scale * sin(theta) / theta, because the sinc multiplies u and the product takes direction.
+    sinc = (torch.sinc(angles / math.pi) * scale.squeeze(-1)).unsqueeze(-2)
+
+    rotated = (x @ eigenvectors) * cos + (direction @ eigenvectors) * sinc
+    return _orthonormalize_near(rotated @ transpose(eigenvectors))
+
+
+@in_working_precision
+def _grassmann_exp(x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    if _needs_grad(x, u):
+        return _grassmann_exp_generator(x, u)
+    return _grassmann_exp_eigh(x, u)
 
 
 def grassmann_exp(x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
@@ -381,7 +515,9 @@ def _stiefel_exp(x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
 
     y = torch.cat([x, direction], dim=-1) @ columns
     y = y @ matrix_exp(-along * scale)
-    return _polar_factor(y)
+    if _needs_grad(x, u):
+        return _polar_factor(y)
+    return _orthonormalize_near(y)
 
 
 def stiefel_exp(x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:

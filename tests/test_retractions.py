@@ -285,3 +285,72 @@ def test_lone_matrix_exp_accurate(norm):
         a = a / torch.linalg.matrix_norm(a) * norm
         expected = torch.from_numpy(scipy.linalg.expm(a.numpy()))
         torch.testing.assert_close(matrix_exp(a), expected, atol=1e-15, rtol=0)
+
+
+@pytest.mark.parametrize("name", [*NAMES, "stiefel_exp"])
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_non_finite_point_raises_naming_input(name, bad):
+    # Only the result is checked on success, so the input must reach it. The message still
+    # names the input that was not finite.
+    x = orthonormal(12, 3)
+    x[7, 2] = bad
+    with pytest.raises(FloatingPointError, match="x finite: False, u finite: True"):
+        FUNCTIONS[name](x, horizontal(orthonormal(12, 3)))
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_square_qr_non_finite_last_column_raises(bad):
+    # The last column of a square matrix changes R but not Q, so only the signs read from R
+    # can carry the non-finite value to the result.
+    x = orthonormal(6, 6)
+    u = torch.zeros_like(x)
+    u[2, 5] = bad
+    with pytest.raises(FloatingPointError, match="u finite: False"):
+        RETRACTIONS["qr"](x, u)
+
+
+@pytest.mark.parametrize("batch", [(), (3,)], ids=["single", "batch"])
+def test_cayley_block_formula_matches_product_formula(batch):
+    x = orthonormal(40, 5, batch=batch)
+    generator = torch.Generator().manual_seed(11)
+    u = 0.8 * torch.randn(x.shape, generator=generator, dtype=torch.float64)
+
+    projected = u - x @ (x.mT @ u) / 2
+    left = torch.cat([projected, x], dim=-1)
+    right = torch.cat([x, -projected], dim=-1)
+    kernel = torch.eye(10, dtype=torch.float64) - right.mT @ left / 2
+    expected = x + left @ torch.linalg.solve(kernel, right.mT @ x)
+
+    torch.testing.assert_close(RETRACTIONS["cayley"](x, u), expected, atol=1e-13, rtol=0)
+
+
+@pytest.mark.parametrize("name", ["polar", "exp", "stiefel_exp"])
+@pytest.mark.parametrize("scale", [0.1, 2.0, 20.0])
+def test_no_grad_path_matches_grad_path(name, scale):
+    # Without a gradient to record, polar skips the rescaling, and the exponential maps use
+    # eigh and a Newton-Schulz step. The result must be the same point.
+    x = orthonormal(30, 4)
+    u = horizontal(x, scale=scale / 4)
+    fast = FUNCTIONS[name](x, u)
+    recorded = FUNCTIONS[name](x, u.clone().requires_grad_())
+
+    torch.testing.assert_close(fast, recorded.detach(), atol=1e-12, rtol=0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
+def test_grassmann_exp_vertical_step_stays_orthonormal(dtype):
+    # A step along x itself leaves x + sinc(1) x far from orthonormal, which the Newton-Schulz
+    # step cannot fix, so the full polar factor must run.
+    x = orthonormal(20, 3, dtype=dtype)
+    y = RETRACTIONS["exp"](x, x.clone())
+    assert orthonormality_error(y) < tolerance(dtype, 20)
+    torch.testing.assert_close(y, x, atol=tolerance(dtype, 20), rtol=0)
+
+
+@pytest.mark.parametrize("scale", [1e-20, 1e18])
+def test_polar_no_grad_extreme_scale(scale):
+    # Out of the safe range of the unscaled Gram matrix, the rescaled route must take over.
+    a = orthonormal(50, 4, dtype=torch.float32) * scale
+    y = polar_factor(a)
+    assert orthonormality_error(y) < tolerance(torch.float32, 50)
+    torch.testing.assert_close(y, a / scale, atol=1e-5, rtol=0)

@@ -18,6 +18,7 @@ and vector transport.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -31,7 +32,9 @@ __all__ = [
     "check_gradients",
     "check_finite_updates",
     "compute_sgd_updates",
+    "euclidean_steps_stay_finite",
     "riemannian_sgd",
+    "sgd_step_in_place",
 ]
 
 
@@ -363,6 +366,134 @@ def check_gradients(
             continue
 
         raise _non_finite_gradient_error(param, group_index, param_index)
+
+
+def _max_abs(tensor: Tensor) -> Tensor:
+    """Return max |tensor| as a 0-d tensor, NaN if it contains NaN, without an |tensor| copy."""
+    if tensor.numel() == 0:
+        return tensor.new_zeros(())
+    smallest, largest = torch.aminmax(tensor)
+    return torch.maximum(-smallest, largest)
+
+
+def _step_bounds(
+    param_bound: float, grad_bound: float, buffer_bound: float | None, group: dict
+) -> tuple[float, ...]:
+    """Return bounds on max |.| of the gradient term, new buffer, direction and new parameter.
+
+    The arguments bound max |param|, max |grad| and max |momentum buffer| (``None`` without
+    one); ``group`` contains the hyperparameters. Each bound follows the arithmetic of
+    `sgd_step_in_place` with the triangle inequality.
+    """
+    momentum = group["momentum"]
+    grad_term = grad_bound + group["weight_decay"] * param_bound
+    if momentum == 0:
+        new_buffer = 0.0
+        direction = grad_term
+    else:
+        if buffer_bound is None:
+            new_buffer = grad_term
+        else:
+            new_buffer = momentum * buffer_bound + abs(1 - group["dampening"]) * grad_term
+        direction = grad_term + momentum * new_buffer if group["nesterov"] else new_buffer
+
+    new_param = param_bound + float(group["lr"]) * direction
+    return grad_term, new_buffer, direction, new_param
+
+
+def euclidean_steps_stay_finite(
+    params: Sequence[Tensor],
+    grads: Sequence[Tensor],
+    momentum_buffer_list: Sequence[Tensor | None],
+    hyperparameters: Sequence[dict],
+) -> bool:
+    """Return whether ``torch.optim.SGD``'s in-place update of these plain tensors stays finite.
+
+    The test bounds every intermediate value (gradient with weight decay, momentum buffer,
+    direction and new parameter) by the largest absolute entries of the inputs, read with one
+    pass per tensor and one host synchronization per device. It returns True only when every
+    bound is finite and at most a quarter of the dtype's largest value, which leaves room for
+    rounding, so an in-place step that passes cannot write inf or NaN. A False result does not
+    mean that the step fails: the caller then takes the exact out-of-place route, which also
+    reports sparse gradients, for which the result is always False.
+
+    Args:
+        params: Plain tensor parameters.
+        grads: Their gradients.
+        momentum_buffer_list: Their momentum buffers, ``None`` where there is none yet.
+        hyperparameters: The param group of each parameter (``lr``, ``momentum``,
+            ``dampening``, ``weight_decay``, ``nesterov``).
+    """
+    if any(grad.is_sparse for grad in grads):
+        return False
+
+    maxima_by_device: dict[torch.device, list[Tensor]] = {}
+    for param, grad, buffer in zip(params, grads, momentum_buffer_list, strict=True):
+        maxima = maxima_by_device.setdefault(param.device, [])
+        maxima += [_max_abs(param), _max_abs(grad)]
+        if buffer is not None:
+            maxima.append(_max_abs(buffer))
+
+    values_by_device = {
+        device: torch.stack([m.float() for m in maxima]).tolist()
+        for device, maxima in maxima_by_device.items()
+    }
+    positions = dict.fromkeys(values_by_device, 0)
+
+    for param, buffer, group in zip(params, momentum_buffer_list, hyperparameters, strict=True):
+        values = values_by_device[param.device]
+        position = positions[param.device]
+        count = 2 if buffer is None else 3
+        positions[param.device] = position + count
+
+        bounds = values[position : position + count]
+        buffer_bound = bounds[2] if buffer is not None and group["momentum"] != 0 else None
+        limit = torch.finfo(param.dtype).max / 4
+        for bound in _step_bounds(bounds[0], bounds[1], buffer_bound, group):
+            if not (math.isfinite(bound) and bound <= limit):
+                return False
+
+    return True
+
+
+def sgd_step_in_place(
+    param: Tensor,
+    grad: Tensor,
+    momentum_buffer: Tensor | None,
+    *,
+    lr: float,
+    momentum: float,
+    dampening: float,
+    weight_decay: float,
+    nesterov: bool,
+    maximize: bool,
+) -> Tensor | None:
+    """Apply ``torch.optim.SGD``'s single-tensor update to a plain tensor in place.
+
+    The operations are those of ``torch.optim.SGD``, in place like there, so the numbers are
+    the same. Call it only after `euclidean_steps_stay_finite` has returned True for the
+    parameter: it writes without checking.
+
+    Returns:
+        The momentum buffer after the step, the given one updated in place, or a new tensor
+        when there was none; ``None`` without momentum.
+    """
+    if maximize:
+        grad = -grad
+    if weight_decay != 0:
+        grad = grad.add(param, alpha=weight_decay)
+
+    if momentum != 0:
+        if momentum_buffer is None:
+            momentum_buffer = grad.detach().clone()
+        else:
+            momentum_buffer.mul_(momentum).add_(grad, alpha=1 - dampening)
+        grad = grad.add(momentum_buffer, alpha=momentum) if nesterov else momentum_buffer
+    else:
+        momentum_buffer = None
+
+    param.add_(grad, alpha=-lr)
+    return momentum_buffer
 
 
 def _checked_values(updates: Sequence[ParameterUpdate]) -> list[Tensor]:

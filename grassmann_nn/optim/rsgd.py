@@ -7,6 +7,7 @@ import functools
 from collections.abc import Callable
 from typing import Any
 
+import geoopt
 import torch
 from torch import Tensor
 from torch.optim.optimizer import Optimizer, ParamsT
@@ -17,6 +18,8 @@ from grassmann_nn.optim._functional import (
     apply_sgd_updates,
     check_finite_updates,
     compute_sgd_updates,
+    euclidean_steps_stay_finite,
+    sgd_step_in_place,
 )
 
 __all__ = ["RiemannianSGD"]
@@ -75,19 +78,24 @@ class RiemannianSGD(Optimizer):
     only by rounding. On other manifolds, for example geoopt's Euclidean, it is a real
     penalty.
 
-    Every step is all or nothing. All new parameter values and momentum buffers are computed
-    first, then checked for inf and NaN, and only then copied in place. A failed check raises
-    `FloatingPointError` naming the parameter (param group, index, shape) and leaves every
-    parameter and momentum buffer as it was. Parameters and buffers are updated with ``copy_``,
-    so their Python objects and storage (``data_ptr()``) never change, which
-    ``DistributedDataParallel`` relies on. ``p.grad`` is never written.
+    Every step is all or nothing. A failed step raises `FloatingPointError` naming the
+    parameter (param group, index, shape) and leaves every parameter and momentum buffer as it
+    was. Manifold parameters get their new values and momentum buffers computed out of place,
+    checked for inf and NaN, and only then copied in. Plain tensors are first bounded by the
+    largest absolute entries of the parameter, gradient and buffer. When the bounds show that
+    ``torch.optim.SGD``'s in-place update cannot overflow, they are updated in place, after the
+    manifold checks. Otherwise they take the out-of-place route with the finiteness check.
+    Parameters and buffers are updated in place, so their Python objects and storage
+    (``data_ptr()``) never change, which ``DistributedDataParallel`` relies on. ``p.grad`` is
+    never written.
 
-    NOTE: The all-or-nothing step keeps the new values of all parameters and buffers at once, so
-    its peak memory is about one extra copy of the parameters (and buffers) above
-    ``torch.optim.SGD``'s. The finiteness check of the step costs one host synchronization per
-    device. Each retraction of a manifold parameter adds its own: two for its finiteness
-    checks and two more for the polar factor's conditioning branches. So the step cannot be
-    captured in a CUDA graph, and it runs eagerly under ``torch.compile``.
+    NOTE: The out-of-place route keeps the new values of the manifold parameters (and of plain
+    ones when their bounds fail) and buffers at once, so its peak memory is up to one extra
+    copy of them above ``torch.optim.SGD``'s. The bound test and the finiteness check each cost
+    one host synchronization per device, and each retraction of a manifold parameter adds
+    about two: one for its finiteness check and one for the polar factor's conditioning
+    test (more on ill-conditioned input). So the step cannot be captured in a CUDA graph, and
+    it runs eagerly under ``torch.compile``.
 
     Args:
         params: Iterable of parameters or of dicts defining param groups.
@@ -159,14 +167,16 @@ class RiemannianSGD(Optimizer):
 
         return params, grads, momentum_buffers, indices
 
-    def _compute_updates(self) -> list[ParameterUpdate]:
-        """Compute the updates of all param groups without applying them."""
+    def _compute_updates(self, *, manifold_only: bool = False) -> list[ParameterUpdate]:
+        """Compute the updates of all param groups, or of their manifold tensors, unapplied."""
         collected = [self._collect_group(group) for group in self.param_groups]
 
         updates: list[ParameterUpdate] = []
         for group_index, (group, (params, grads, buffers, indices)) in enumerate(
             zip(self.param_groups, collected, strict=True)
         ):
+            if manifold_only:
+                params, grads, buffers, indices = _manifold_subset(params, grads, buffers, indices)
             updates += compute_sgd_updates(
                 params,
                 grads,
@@ -216,15 +226,75 @@ class RiemannianSGD(Optimizer):
                 loss = closure()
 
         with torch.no_grad(), self._autocast_disabled():
-            updates = self._compute_updates()
+            euclidean = self._euclidean_parameters()
+            in_place = euclidean_steps_stay_finite(*euclidean)
+            updates = self._compute_updates(manifold_only=in_place)
             check_finite_updates(updates)
             new_buffers = apply_sgd_updates(updates)
+            if in_place:
+                self._step_euclidean_in_place(*euclidean)
 
         for update, buffer in zip(updates, new_buffers, strict=True):
             if buffer is not None:
                 self.state[update.param]["momentum_buffer"] = buffer
 
         return loss
+
+    def _euclidean_parameters(
+        self,
+    ) -> tuple[list[Tensor], list[Tensor], list[Tensor | None], list[dict[str, Any]]]:
+        """Return the plain tensor parameters with a dense gradient, their state and groups."""
+        params: list[Tensor] = []
+        grads: list[Tensor] = []
+        buffers: list[Tensor | None] = []
+        groups: list[dict[str, Any]] = []
+        for group in self.param_groups:
+            for param, grad, buffer, _ in zip(*self._collect_group(group), strict=True):
+                if isinstance(param, geoopt.ManifoldTensor):
+                    continue
+                params.append(param)
+                grads.append(grad)
+                buffers.append(buffer if group["momentum"] != 0 else None)
+                groups.append(group)
+        return params, grads, buffers, groups
+
+    def _step_euclidean_in_place(
+        self,
+        params: list[Tensor],
+        grads: list[Tensor],
+        buffers: list[Tensor | None],
+        groups: list[dict[str, Any]],
+    ) -> None:
+        """Update plain tensors in place, as ``torch.optim.SGD`` does, after the finiteness test."""
+        for param, grad, buffer, group in zip(params, grads, buffers, groups, strict=True):
+            new_buffer = sgd_step_in_place(
+                param,
+                grad,
+                buffer,
+                lr=float(group["lr"]),
+                momentum=group["momentum"],
+                dampening=group["dampening"],
+                weight_decay=group["weight_decay"],
+                nesterov=group["nesterov"],
+                maximize=group["maximize"],
+            )
+            if new_buffer is not None:
+                self.state[param]["momentum_buffer"] = new_buffer
+
+
+def _manifold_subset(
+    params: list[Tensor], grads: list[Tensor], buffers: list[Tensor | None], indices: list[int]
+) -> tuple[list[Tensor], list[Tensor], list[Tensor | None], list[int]]:
+    """Keep the entries of a collected group whose parameter is a `geoopt.ManifoldTensor`."""
+    kept = [
+        entry
+        for entry in zip(params, grads, buffers, indices, strict=True)
+        if isinstance(entry[0], geoopt.ManifoldTensor)
+    ]
+    if not kept:
+        return [], [], [], []
+    kept_params, kept_grads, kept_buffers, kept_indices = map(list, zip(*kept, strict=True))
+    return kept_params, kept_grads, kept_buffers, kept_indices
 
 
 def _check_hyperparameters(

@@ -597,3 +597,70 @@ def test_functional_kernel_fills_momentum_buffers():
     torch.testing.assert_close(buffers[1], grads[1])
     torch.testing.assert_close(plain, start[1] - 0.1 * grads[1])
     assert not torch.equal(weight.detach(), start[0])
+
+
+def test_plain_step_near_overflow_matches_sgd():
+    # Entries near float32's maximum fail the in-place bound test, so the step takes the checked
+    # out-of-place route, which must still give torch.optim.SGD's numbers.
+    weight = nn.Parameter(torch.full((4, 3), 2e38))
+    reference = nn.Parameter(weight.detach().clone())
+    optimizer = RiemannianSGD([weight], lr=0.5, momentum=0.9)
+    reference_optimizer = torch.optim.SGD([reference], lr=0.5, momentum=0.9)
+
+    for _ in range(3):
+        for param in (weight, reference):
+            param.grad = torch.linspace(-1e37, 1e37, 12).reshape(4, 3)
+        optimizer.step()
+        reference_optimizer.step()
+
+        assert torch.equal(weight, reference)
+        assert torch.equal(
+            optimizer.state[weight]["momentum_buffer"],
+            reference_optimizer.state[reference]["momentum_buffer"],
+        )
+
+
+def test_plain_step_overflow_rejects_step():
+    weight = nn.Parameter(torch.full((4, 3), 3e38))
+    optimizer = RiemannianSGD([weight], lr=1.0, momentum=0.9)
+    weight.grad = torch.full((4, 3), 1e38)
+    optimizer.step()
+    before = [weight.detach().clone(), optimizer.state[weight]["momentum_buffer"].clone()]
+    weight.grad = torch.full((4, 3), -3e38)
+
+    with pytest.raises(FloatingPointError, match="new value .* parameter 0 of param group 0"):
+        optimizer.step()
+
+    assert torch.equal(weight, before[0])
+    assert torch.equal(optimizer.state[weight]["momentum_buffer"], before[1])
+
+
+def test_mixed_step_keeps_plain_parameters_on_retraction_failure():
+    # The in-place update of plain tensors runs only after every manifold update passed.
+    plain = nn.Parameter(torch.randn(4, 3))
+    bad = geoopt.ManifoldParameter(torch.randn(5, 2), manifold=NaNRetractionEuclidean())
+    optimizer = RiemannianSGD([plain, bad], lr=0.1, momentum=0.9)
+    (plain.sum() ** 2 + bad.sum() ** 2).backward()
+    before = plain.detach().clone()
+
+    with pytest.raises(FloatingPointError, match=r"parameter 1 of param group 0"):
+        optimizer.step()
+
+    assert torch.equal(plain, before)
+    assert len(optimizer.state) == 0
+
+
+def test_in_place_bound_test_rejects_non_finite_input():
+    from grassmann_nn.optim._functional import euclidean_steps_stay_finite
+
+    group = {"lr": 0.1, "momentum": 0.9, "dampening": 0.0, "weight_decay": 0.0, "nesterov": False}
+    param = torch.ones(3)
+    finite = euclidean_steps_stay_finite([param], [torch.ones(3)], [None], [group])
+    nan_grad = euclidean_steps_stay_finite(
+        [param], [torch.tensor([1.0, float("nan"), 1.0])], [None], [group]
+    )
+    empty = euclidean_steps_stay_finite([torch.ones(0)], [torch.ones(0)], [None], [group])
+
+    assert finite
+    assert not nan_grad
+    assert empty
