@@ -79,7 +79,10 @@ class TestOutputs:
 
 @dataclass
 class RunState:
-    """Objects that a checkpoint restores, besides the global torch RNG."""
+    """Objects that a checkpoint restores, besides the global torch RNG.
+
+    ``network`` is not saved: it wraps ``model``, whose state the checkpoint holds.
+    """
 
     model: DefragNet
     aux_loss: nn.Module | None
@@ -87,6 +90,14 @@ class RunState:
     scheduler: torch.optim.lr_scheduler.LRScheduler | None
     shuffle_generator: torch.Generator
     retract: Callable[[nn.Module], Any] | None
+    scaler: torch.amp.GradScaler | None = None
+    network: nn.Module | None = None
+
+    @property
+    def forward_module(self) -> nn.Module:
+        """The module the training step calls: ``network`` (the model wrapped by
+        DistributedDataParallel or torch.compile) when set, else ``model``."""
+        return self.model if self.network is None else self.network
 
 
 def check_output_dir(checkpoint_path: Path, resume: bool) -> None:
@@ -119,6 +130,7 @@ def save_checkpoint(
         "aux_loss": None if state.aux_loss is None else state.aux_loss.state_dict(),
         "optimizer": state.optimizer.state_dict(),
         "scheduler": None if state.scheduler is None else state.scheduler.state_dict(),
+        "scaler": None if state.scaler is None else state.scaler.state_dict(),
         "torch_rng_state": torch.get_rng_state(),
         "cuda_rng_states": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
         "shuffle_generator_state": state.shuffle_generator.get_state(),
@@ -145,6 +157,8 @@ def restore_checkpoint(path: Path, config: TrainConfig, state: RunState) -> list
     state.optimizer.load_state_dict(checkpoint["optimizer"])
     if state.scheduler is not None:
         state.scheduler.load_state_dict(checkpoint["scheduler"])
+    if state.scaler is not None and checkpoint.get("scaler") is not None:
+        state.scaler.load_state_dict(checkpoint["scaler"])
 
     torch.set_rng_state(checkpoint["torch_rng_state"])
     if checkpoint["cuda_rng_states"] and torch.cuda.is_available():

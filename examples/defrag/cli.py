@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from typing import Any
 import torch
 
 from examples.defrag.config import (
+    AMP_DTYPES,
     DEFAULT_ADAM_LR,
     DEFAULT_ALPHA,
     DEFAULT_AUX_WEIGHT,
@@ -235,6 +237,29 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
         help="L2 penalty coefficient on all parameters (default: %(default)s)",
     )
 
+    scale = parser.add_argument_group("precision, compilation and distribution")
+    scale.add_argument(
+        "--amp",
+        choices=AMP_DTYPES,
+        default="none",
+        help="run the forward pass and the losses under torch.autocast with this dtype; "
+        "float16 adds a GradScaler; retractions and optimizer steps stay in float32 "
+        "(default: %(default)s)",
+    )
+    scale.add_argument(
+        "--compile",
+        action="store_true",
+        help="compile the network with torch.compile; the losses and the optimizer step run "
+        "eagerly (default: off)",
+    )
+    scale.add_argument(
+        "--distributed",
+        action="store_true",
+        help="data-parallel training over the processes that torchrun starts (gloo on CPU, "
+        "nccl on CUDA, one GPU per process); --batch-size is the global batch, split over the "
+        "ranks; only rank 0 logs and writes files (default: off)",
+    )
+
     run = parser.add_argument_group("run")
     run.add_argument(
         "--seed",
@@ -314,7 +339,30 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         limit_train=args.limit_train,
         limit_test=args.limit_test,
         validation=args.validation,
+        amp=args.amp,
+        compile=args.compile,
+        distributed=args.distributed,
+        world_size=_resolve_world_size(args.distributed, args.batch_size),
     )
+
+
+def _resolve_world_size(distributed: bool, batch_size: int) -> int:
+    """Read the number of ranks that torchrun announces, or return 1 without --distributed."""
+    if not distributed:
+        return 1
+    if "WORLD_SIZE" not in os.environ or "RANK" not in os.environ:
+        raise OptionConflict(
+            "--distributed needs the environment that torchrun sets (RANK, WORLD_SIZE, "
+            "MASTER_ADDR, MASTER_PORT). Launch with torchrun --nproc_per_node=N -m "
+            "examples.defrag train --distributed ..., or drop --distributed."
+        )
+    world_size = int(os.environ["WORLD_SIZE"])
+    if batch_size < world_size:
+        raise OptionConflict(
+            f"--batch-size {batch_size} is the global batch and must be at least the number of "
+            f"ranks, {world_size}. Use a larger --batch-size."
+        )
+    return world_size
 
 
 def _resolve_retraction(feature: str, retraction: str | None, optimizer: str) -> str:

@@ -8,6 +8,7 @@ LOSSES = ("ce", "silhouette", "center", "contrastive-center")
 RETRACTIONS = ("none", "polar", "qr", "cayley", "exp")
 OPTIMIZERS = ("rsgd", "sgd-then-retract", "adam-then-retract")
 LR_SCHEDULES = ("cosine", "constant")
+AMP_DTYPES = ("none", "bfloat16", "float16")
 
 DEFAULT_EPOCHS = 5
 DEFAULT_BATCH_SIZE = 128
@@ -28,6 +29,9 @@ class TrainConfig:
     ``feature`` is not ``"grassmann"``. ``validation`` is the number of training examples held
     out and evaluated instead of the test split, or None to train on all and evaluate on the
     test split.
+
+    ``amp`` is the autocast dtype (``"none"`` for full float32). ``distributed`` runs one process
+    per rank under torchrun, and ``world_size`` is the number of ranks (1 without it).
 
     NOTE: With ``validation`` set, the ``test_*`` metrics of the run and its ``predictions.pt``
     and ``features.pt`` describe the validation examples, as ``config.json`` records under
@@ -57,3 +61,7 @@ class TrainConfig:
     limit_train: int | None = None
     limit_test: int | None = None
     validation: int | None = None
+    amp: str = "none"
+    compile: bool = False
+    distributed: bool = False
+    world_size: int = 1

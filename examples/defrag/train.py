@@ -13,8 +13,13 @@ convolution kernels, so a resumed run can differ in the last bits.
 
 from __future__ import annotations
 
+import gc
 import math
+import os
 import time
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +31,7 @@ from examples.defrag.checkpoint import (
     CHECKPOINT_NAME,
     FEATURES_NAME,
     PREDICTIONS_NAME,
+    RunError,
     RunState,
     TestOutputs,
     check_output_dir,
@@ -42,10 +48,27 @@ from examples.defrag.model import DefragNet, count_parameters
 EVAL_BATCH_SIZE = 1000
 
 
+@dataclass(frozen=True)
+class Ranks:
+    """Where this process stands in a distributed run: rank 0 of 1 without ``--distributed``."""
+
+    rank: int = 0
+    world_size: int = 1
+
+    @property
+    def is_main(self) -> bool:
+        """Whether this process logs and writes the output files."""
+        return self.rank == 0
+
+
 def train(
     config: TrainConfig, *, resume: bool = False, stop_after_epoch: int | None = None
 ) -> list[dict[str, Any]]:
     """Train the network, writing config, metrics and a checkpoint into ``config.output_dir``.
+
+    With ``config.distributed``, every process that torchrun started calls this function; they
+    join one process group, train one replica each on a share of every batch, and only rank 0
+    prints and writes files.
 
     Args:
         config: Resolved settings of the run.
@@ -66,16 +89,29 @@ def train(
             differs from the checkpoint's.
         FloatingPointError: When the training loss becomes NaN or infinite.
     """
+    device = _resolve_device(config)
+    with _process_group(config, device) as ranks:
+        return _train(config, device, ranks, resume, stop_after_epoch)
+
+
+def _train(
+    config: TrainConfig,
+    device: torch.device,
+    ranks: Ranks,
+    resume: bool,
+    stop_after_epoch: int | None,
+) -> list[dict[str, Any]]:
+    """The body of ``train``, inside the process group of a distributed run."""
+    say = print if ranks.is_main else _silent
     output_dir = Path(config.output_dir)
     checkpoint_path = output_dir / CHECKPOINT_NAME
     check_output_dir(checkpoint_path, resume)
 
-    device = torch.device(config.device)
-    splits = _load_splits(config)
+    splits = _load_splits(config, say)
     train_x, train_y = splits.train_x.to(device), splits.train_y.to(device)
     test_x, test_y = splits.test_x.to(device), splits.test_y.to(device)
     if config.limit_train is not None or config.limit_test is not None:
-        print(
+        say(
             f"Using {len(train_y):,} training and {len(test_y):,} {splits.evaluation} examples "
             "(--limit-*)."
         )
@@ -83,38 +119,120 @@ def train(
     torch.manual_seed(config.seed)
     state = _build_run_state(config, device, steps_per_epoch=_steps_per_epoch(config, train_y))
     parameter_count = count_parameters(state.model)
-    print(
+    say(
         f"DefragNet with {config.feature} features of dimension {config.feature_dim}: "
         f"{parameter_count:,} parameters"
     )
+    if config.distributed:
+        say(f"Data-parallel over {ranks.world_size} processes ({_backend(device)}).")
 
     history: list[dict[str, Any]] = []
     start_epoch = 1
     if resume:
         history = restore_checkpoint(checkpoint_path, config, state)
         start_epoch = len(history) + 1
-        print(f"Resuming {output_dir} after epoch {len(history)}.")
-    else:
+        say(f"Resuming {output_dir} after epoch {len(history)}.")
+    elif ranks.is_main:
         output_dir.mkdir(parents=True, exist_ok=True)
         write_config(output_dir, config, splits, parameter_count)
+    state.network = _wrap_network(config, state.model, device)
 
     last_epoch = config.epochs if stop_after_epoch is None else min(stop_after_epoch, config.epochs)
     for epoch in range(start_epoch, last_epoch + 1):
-        row, outputs = _run_epoch(epoch, config, state, train_x, train_y, test_x, test_y)
+        row, outputs = _run_epoch(epoch, config, state, ranks, train_x, train_y, test_x, test_y)
         history.append(row)
+        if config.distributed:
+            _check_replicas(state, epoch)
+        if ranks.is_main:
+            # The checkpoint goes last because it marks the epoch as done: a run interrupted
+            # before it repeats the epoch on --resume and rewrites the other files.
+            write_test_outputs(output_dir, outputs)
+            write_metrics(output_dir, history)
+            save_checkpoint(checkpoint_path, epoch, config, state, history)
+        _barrier(config)
+        say(_format_row(row, config.epochs, splits.evaluation))
 
-        # The checkpoint goes last because it marks the epoch as done: a run interrupted
-        # before it repeats the epoch on --resume and rewrites the other files.
-        write_test_outputs(output_dir, outputs)
-        write_metrics(output_dir, history)
-        save_checkpoint(checkpoint_path, epoch, config, state, history)
-        print(_format_row(row, config.epochs, splits.evaluation))
-
-    _print_summary(history, output_dir, config.epochs, splits.evaluation)
+    if ranks.is_main:
+        _print_summary(history, output_dir, config.epochs, splits.evaluation)
     return history
 
 
-def _load_splits(config: TrainConfig) -> DatasetSplits:
+def _silent(*args: Any, **kwargs: Any) -> None:
+    """Print nothing: the ``print`` of the ranks other than 0."""
+
+
+def _resolve_device(config: TrainConfig) -> torch.device:
+    """Return the run's device; a distributed CUDA run takes the GPU of its local rank."""
+    device = torch.device(config.device)
+    if config.distributed and device.type == "cuda":
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
+    return device
+
+
+def _backend(device: torch.device) -> str:
+    return "nccl" if device.type == "cuda" else "gloo"
+
+
+@contextmanager
+def _process_group(config: TrainConfig, device: torch.device) -> Iterator[Ranks]:
+    """Join torchrun's process group for a distributed run, and leave it at the end."""
+    if not config.distributed:
+        yield Ranks()
+        return
+
+    import torch.distributed as dist
+
+    dist.init_process_group(_backend(device))
+    try:
+        ranks = Ranks(dist.get_rank(), dist.get_world_size())
+        if ranks.world_size != config.world_size:
+            raise RunError(
+                f"The process group has {ranks.world_size} ranks, but the run was configured "
+                f"for {config.world_size}. Launch all ranks with the same torchrun command."
+            )
+        yield ranks
+    finally:
+        # DistributedDataParallel must be gone before the group is destroyed; on gloo, torch
+        # 2.14 can abort at exit otherwise. _train has returned, so only cycles can hold it.
+        gc.collect()
+        dist.destroy_process_group()
+
+
+def _barrier(config: TrainConfig) -> None:
+    if config.distributed:
+        import torch.distributed as dist
+
+        dist.barrier()
+
+
+def _wrap_network(config: TrainConfig, model: nn.Module, device: torch.device) -> nn.Module:
+    """Wrap the model in DistributedDataParallel and torch.compile, as the config asks."""
+    network = model
+    if config.distributed:
+        from torch.nn.parallel import DistributedDataParallel
+
+        device_ids = [device.index] if device.type == "cuda" else None
+        network = DistributedDataParallel(network, device_ids=device_ids)
+    if config.compile:
+        network = torch.compile(network)
+    return network
+
+
+def _check_replicas(state: RunState, epoch: int) -> None:
+    """Raise RuntimeError when the ranks' parameters, buffers or class centers differ."""
+    from grassmann_nn.distributed import mismatched_replicas
+
+    modules = [state.model] if state.aux_loss is None else [state.model, state.aux_loss]
+    mismatched = [name for module in modules for name in mismatched_replicas(module)]
+    if mismatched:
+        raise RuntimeError(
+            f"After epoch {epoch}, the ranks hold different values of {', '.join(mismatched)}. "
+            "This is a bug; please report it with the command line."
+        )
+
+
+def _load_splits(config: TrainConfig, say: Callable[[str], None] = print) -> DatasetSplits:
     """Load the dataset, hold out the validation split, print the sizes, then apply --limit-*.
 
     With ``config.validation`` set, the held-out training examples take the place of the test
@@ -134,7 +252,7 @@ def _load_splits(config: TrainConfig) -> DatasetSplits:
     if config.validation is not None:
         splits = _hold_out(splits, config.validation)
     # Describe the whole dataset (and how a test-only split was divided) before --limit-*.
-    print(splits.describe())
+    say(splits.describe())
 
     train_end = config.limit_train or len(splits.train_y)
     test_end = config.limit_test or len(splits.test_y)
@@ -190,8 +308,12 @@ def _build_run_state(config: TrainConfig, device: torch.device, steps_per_epoch:
 
         retract = retract_
 
+    scaler = None
+    if config.amp == "float16":
+        scaler = torch.amp.GradScaler(device.type)
+
     shuffle_generator = torch.Generator().manual_seed(config.seed)
-    return RunState(model, aux_loss, optimizer, scheduler, shuffle_generator, retract)
+    return RunState(model, aux_loss, optimizer, scheduler, shuffle_generator, retract, scaler)
 
 
 def _build_aux_loss(config: TrainConfig) -> nn.Module | None:
@@ -236,6 +358,7 @@ def _run_epoch(
     epoch: int,
     config: TrainConfig,
     state: RunState,
+    ranks: Ranks,
     train_x: torch.Tensor,
     train_y: torch.Tensor,
     test_x: torch.Tensor,
@@ -243,11 +366,11 @@ def _run_epoch(
 ) -> tuple[dict[str, Any], TestOutputs]:
     """Train one epoch, evaluate on the test split, and return the metrics and test outputs."""
     started = time.perf_counter()
-    train_metrics = _train_one_epoch(epoch, config, state, train_x, train_y)
+    train_metrics = _train_one_epoch(epoch, config, state, ranks, train_x, train_y)
     train_seconds = time.perf_counter() - started
 
     started = time.perf_counter()
-    eval_metrics, outputs = _evaluate(state.model, test_x, test_y, epoch)
+    eval_metrics, outputs = _evaluate(state.model, test_x, test_y, epoch, config.amp)
     eval_seconds = time.perf_counter() - started
 
     row = {
@@ -266,10 +389,19 @@ def _train_one_epoch(
     epoch: int,
     config: TrainConfig,
     state: RunState,
+    ranks: Ranks,
     train_x: torch.Tensor,
     train_y: torch.Tensor,
 ) -> dict[str, float]:
     """Run one pass over the shuffled training tensors.
+
+    Every rank draws the same permutation and takes its share of each global batch of
+    ``config.batch_size`` examples. The loss totals are summed over the ranks after every
+    step, so that all ranks see the same values and stop together when one is not finite.
+
+    NOTE: In a distributed run the auxiliary loss of each rank sees only that rank's share of
+    the batch (its centers, though, move with the whole batch), and a last batch with fewer
+    examples than ranks is skipped.
 
     Returns:
         Mean total, cross-entropy and auxiliary loss per example, and the accuracy of the
@@ -277,46 +409,77 @@ def _train_one_epoch(
     """
     from tqdm import tqdm
 
-    model, aux_loss = state.model, state.aux_loss
-    model.train()
-    if aux_loss is not None:
-        aux_loss.train()
+    state.model.train()
+    if state.aux_loss is not None:
+        state.aux_loss.train()
 
     count = len(train_y)
     order = torch.randperm(count, generator=state.shuffle_generator).to(train_x.device)
     weight = config.aux_weight or 0.0
-    ce_total = aux_total = 0.0
-    correct_total = 0
+    totals = torch.zeros(4, dtype=torch.float64)  # cross-entropy, auxiliary, correct, examples
     progress = tqdm(
         range(0, count, config.batch_size),
         desc=f"epoch {epoch}/{config.epochs}",
         unit="batch",
         leave=False,
-        disable=None,
+        disable=None if ranks.is_main else True,
     )
 
     for step, start in enumerate(progress):
         index = order[start : start + config.batch_size]
+        if len(index) < ranks.world_size:
+            continue
+        index = index.tensor_split(ranks.world_size)[ranks.rank]
         ce_loss, aux_value, correct = _train_step(config, state, train_x[index], train_y[index])
-        loss = ce_loss.item() + weight * aux_value.item()
+
+        step_totals = torch.stack(
+            [ce_loss.double().cpu() * len(index), aux_value.double().cpu() * len(index)]
+            + [correct.double().cpu(), torch.tensor(float(len(index)), dtype=torch.float64)]
+        )
+        step_totals = _sum_over_ranks(config, step_totals)
+        loss = (step_totals[0] + weight * step_totals[1]).item() / step_totals[3].item()
         if not math.isfinite(loss):
             raise FloatingPointError(
                 f"The training loss became {loss} at epoch {epoch}, step {step + 1}. "
                 "Lower --lr or --lambda."
             )
-
-        ce_total += ce_loss.item() * len(index)
-        aux_total += aux_value.item() * len(index)
-        correct_total += int(correct)
+        totals += step_totals
         if step % 20 == 0:
             progress.set_postfix(loss=f"{loss:.4f}")
 
+    ce_total, aux_total, correct_total, seen = totals.tolist()
     return {
-        "loss": (ce_total + weight * aux_total) / count,
-        "ce_loss": ce_total / count,
-        "aux_loss": aux_total / count if aux_loss is not None else None,
-        "train_accuracy": correct_total / count,
+        "loss": (ce_total + weight * aux_total) / seen,
+        "ce_loss": ce_total / seen,
+        "aux_loss": aux_total / seen if state.aux_loss is not None else None,
+        "train_accuracy": correct_total / seen,
     }
+
+
+def _sum_over_ranks(config: TrainConfig, values: torch.Tensor) -> torch.Tensor:
+    """Sum a float64 CPU tensor over the ranks of a distributed run (the identity otherwise)."""
+    if not config.distributed:
+        return values
+    import torch.distributed as dist
+
+    # NCCL communicates CUDA tensors only; gloo takes the CPU tensor as it is.
+    device = torch.device("cuda", torch.cuda.current_device()) if _nccl() else values.device
+    summed = values.to(device)
+    dist.all_reduce(summed)
+    return summed.cpu()
+
+
+def _nccl() -> bool:
+    import torch.distributed as dist
+
+    return dist.get_backend() == "nccl"
+
+
+def _autocast(amp: str, device: torch.device) -> AbstractContextManager[Any]:
+    """Return torch.autocast for ``--amp bfloat16`` or ``float16``, else a no-op context."""
+    if amp == "none":
+        return nullcontext()
+    return torch.autocast(device.type, dtype=getattr(torch, amp))
 
 
 def _train_step(
@@ -324,12 +487,19 @@ def _train_step(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Take one optimizer step on a batch.
 
+    Under ``--amp`` the network runs in autocast; the losses take its outputs in float32, and
+    a float16 run scales the loss with the GradScaler, which skips the step (parameters and
+    momentum unchanged) when a gradient overflows.
+
     Returns:
         The batch's cross-entropy, its auxiliary loss before weighting (0 without one) and the
         number of correct predictions, as detached tensors.
     """
     state.optimizer.zero_grad(set_to_none=True)
-    logits, features = state.model(images)
+    with _autocast(config.amp, images.device):
+        logits, features = state.forward_module(images)
+    logits, features = logits.float(), features.float()
+
     ce_loss = F.cross_entropy(logits, labels)
     aux_value = torch.zeros((), device=logits.device)
     loss = ce_loss
@@ -337,8 +507,13 @@ def _train_step(
         aux_value = state.aux_loss(features, labels)
         loss = ce_loss + config.aux_weight * aux_value
 
-    loss.backward()
-    state.optimizer.step()
+    if state.scaler is None:
+        loss.backward()
+        state.optimizer.step()
+    else:
+        state.scaler.scale(loss).backward()
+        state.scaler.step(state.optimizer)
+        state.scaler.update()
     if state.retract is not None:
         state.retract(state.model)
     if state.scheduler is not None:
@@ -349,7 +524,7 @@ def _train_step(
 
 
 def _evaluate(
-    model: DefragNet, test_x: torch.Tensor, test_y: torch.Tensor, epoch: int
+    model: DefragNet, test_x: torch.Tensor, test_y: torch.Tensor, epoch: int, amp: str = "none"
 ) -> tuple[dict[str, Any], TestOutputs]:
     """Compute test accuracy, silhouette score and distance ratio of the test features.
 
@@ -360,11 +535,11 @@ def _evaluate(
 
     model.eval()
     predictions, features = [], []
-    with torch.inference_mode():
+    with torch.inference_mode(), _autocast(amp, test_x.device):
         for start in range(0, len(test_y), EVAL_BATCH_SIZE):
             logits, batch_features = model(test_x[start : start + EVAL_BATCH_SIZE])
             predictions.append(logits.argmax(dim=1))
-            features.append(batch_features)
+            features.append(batch_features.float())
     model.train()
 
     predictions = torch.cat(predictions)
@@ -384,7 +559,7 @@ def _evaluate(
     outputs = TestOutputs(
         epoch=epoch,
         predictions=predictions.cpu(),
-        features=features.float().cpu(),
+        features=features.cpu(),
         labels=test_y.cpu(),
     )
     return metrics, outputs

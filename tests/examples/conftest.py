@@ -9,12 +9,17 @@ MNIST_DIR = Path(__file__).parents[2].parent / "shared" / "datasets" / "mnist"
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
 
 
-@pytest.fixture
-def data_args(tmp_path):
-    """Options that select the smallest dataset available here, with a private cache."""
-    cache = ["--cache-dir", str(tmp_path / "cache")]
+@pytest.fixture(scope="session")
+def dataset_options():
+    """Options that select the smallest dataset available here."""
     if MNIST_DIR.is_dir():
-        return ["--dataset", "mnist", "--data-dir", str(MNIST_DIR), *cache]
+        return ["--dataset", "mnist", "--data-dir", str(MNIST_DIR)]
     if FASHION_DIR.is_dir():
-        return ["--dataset", "fashion-mnist", *cache]
+        return ["--dataset", "fashion-mnist"]
     pytest.skip("neither the MNIST test split nor Debian's Fashion-MNIST is available")
+
+
+@pytest.fixture
+def data_args(tmp_path, dataset_options):
+    """``dataset_options`` with a private cache folder."""
+    return [*dataset_options, "--cache-dir", str(tmp_path / "cache")]

@@ -22,7 +22,8 @@ TRAIN_OPTIONS = [
     "--dataset", "--data-dir", "--cache-dir", "--download", "--limit-train", "--limit-test",
     "--feature", "--feature-dim", "--loss", "--lambda", "--alpha", "--retraction",
     "--optimizer", "--epochs", "--batch-size", "--lr", "--lr-schedule", "--momentum",
-    "--weight-decay", "--seed", "--device", "--output-dir", "--resume", "--validation",
+    "--weight-decay", "--seed", "--device", "--output-dir", "--resume", "--validation", "--amp",
+    "--compile", "--distributed",
 ]  # fmt: skip
 
 
