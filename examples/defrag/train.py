@@ -399,7 +399,7 @@ def _train_one_epoch(
     ``config.batch_size`` examples. The loss totals are summed over the ranks after every
     step, so that all ranks see the same values and stop together when one is not finite.
 
-    NOTE: In a distributed run the auxiliary loss of each rank sees only that rank's share of
+    NOTE: In a distributed run the auxiliary loss of each rank takes only that rank's share of
     the batch (its centers, though, move with the whole batch), and a last batch with fewer
     examples than ranks is skipped.
 

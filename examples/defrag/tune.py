@@ -285,7 +285,7 @@ def _combinations(
 
 
 def _grid_options(args: argparse.Namespace) -> runner.GridOptions:
-    """The options every tuning run shares: data, device, validation split and fixed sizes."""
+    """Collect the options every tuning run shares: data, device, validation split, sizes."""
     shared = runner.data_argv(args) + ["--validation", str(args.validation)]
     for option, value in (
         ("--batch-size", args.batch_size),
