@@ -76,56 +76,72 @@ class Transposed(geoopt.Manifold):
     def inner(
         self, x: Tensor, u: Tensor, v: Tensor | None = None, *, keepdim: bool = False
     ) -> Tensor:
+        """Return the base manifold's inner product of ``u^T`` and ``v^T`` at ``x^T``."""
         v = None if v is None else _t(v)
         return self.base.inner(_t(x), _t(u), v, keepdim=keepdim)
 
     def component_inner(self, x: Tensor, u: Tensor, v: Tensor | None = None) -> Tensor:
+        """Return the base manifold's componentwise inner product, transposed back."""
         v = None if v is None else _t(v)
         result = self.base.component_inner(_t(x), _t(u), v)
         return _t(result) if result.dim() >= 2 else result
 
     def norm(self, x: Tensor, u: Tensor, *, keepdim: bool = False) -> Tensor:
+        """Return the base manifold's norm of ``u^T`` at ``x^T``."""
         return self.base.norm(_t(x), _t(u), keepdim=keepdim)
 
     def dist(self, x: Tensor, y: Tensor, *, keepdim: bool = False) -> Tensor:
+        """Return the base manifold's distance between ``x^T`` and ``y^T``."""
         return self.base.dist(_t(x), _t(y), keepdim=keepdim)
 
     def dist2(self, x: Tensor, y: Tensor, *, keepdim: bool = False) -> Tensor:
+        """Return the base manifold's squared distance between ``x^T`` and ``y^T``."""
         return self.base.dist2(_t(x), _t(y), keepdim=keepdim)
 
     def proju(self, x: Tensor, u: Tensor) -> Tensor:
+        """Project ``u`` onto the tangent space at ``x`` through the base projection of ``u^T``."""
         return _t(self.base.proju(_t(x), _t(u)))
 
     def egrad2rgrad(self, x: Tensor, u: Tensor) -> Tensor:
+        """Convert a Euclidean gradient to the Riemannian one through the base manifold."""
         return _t(self.base.egrad2rgrad(_t(x), _t(u)))
 
     def projx(self, x: Tensor) -> Tensor:
+        """Project ``x`` onto the manifold: the base projection of ``x^T``, transposed."""
         return _t(self.base.projx(_t(x)))
 
     def retr(self, x: Tensor, u: Tensor) -> Tensor:
+        """Retract ``u`` at ``x`` with the base manifold's retraction, on the transposes."""
         return _t(self.base.retr(_t(x), _t(u)))
 
     def expmap(self, x: Tensor, u: Tensor) -> Tensor:
+        """Follow the base exponential map from ``x^T`` along ``u^T``, transposed back."""
         return _t(self.base.expmap(_t(x), _t(u)))
 
     def logmap(self, x: Tensor, y: Tensor) -> Tensor:
+        """Return the base manifold's logarithm of ``y^T`` at ``x^T``, transposed back."""
         return _t(self.base.logmap(_t(x), _t(y)))
 
     def transp(self, x: Tensor, y: Tensor, v: Tensor) -> Tensor:
+        """Transport ``v`` from ``x`` to ``y`` with the base manifold's vector transport."""
         return _t(self.base.transp(_t(x), _t(y), _t(v)))
 
     def retr_transp(self, x: Tensor, u: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        """Retract ``u`` at ``x`` and transport ``v`` along, through the base manifold."""
         y, v_transported = self.base.retr_transp(_t(x), _t(u), _t(v))
         return _t(y), _t(v_transported)
 
     def expmap_transp(self, x: Tensor, u: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        """Follow the exponential map along ``u`` and transport ``v``, through the base."""
         y, v_transported = self.base.expmap_transp(_t(x), _t(u), _t(v))
         return _t(y), _t(v_transported)
 
     def transp_follow_retr(self, x: Tensor, u: Tensor, v: Tensor) -> Tensor:
+        """Transport ``v`` along the retraction of ``u`` at ``x``, through the base."""
         return _t(self.base.transp_follow_retr(_t(x), _t(u), _t(v)))
 
     def transp_follow_expmap(self, x: Tensor, u: Tensor, v: Tensor) -> Tensor:
+        """Transport ``v`` along the exponential map of ``u`` at ``x``, through the base."""
         return _t(self.base.transp_follow_expmap(_t(x), _t(u), _t(v)))
 
     def random(self, *size: Any, **options: Any) -> geoopt.ManifoldTensor:

@@ -603,7 +603,20 @@ def riemannian_sgd(
     The functional counterpart of `grassmann_nn.optim.RiemannianSGD` for one param group,
     with the calling convention of ``torch.optim.sgd``: parameters and existing momentum buffers
     are updated in place, and ``None`` entries of ``momentum_buffer_list`` are replaced by the
-    new buffers. See `compute_sgd_updates` for the arguments.
+    new buffers.
+
+    Args:
+        params: Parameters to update, plain tensors or `geoopt.ManifoldTensor`.
+        grads: Their Euclidean gradients, dense, one per parameter.
+        momentum_buffer_list: Their momentum buffers, ``None`` where a parameter has none yet.
+            Ignored when ``momentum`` is 0.
+        lr: Learning rate $\gamma$, a float or a one-element tensor.
+        momentum: Momentum factor $\mu$.
+        dampening: Dampening $\tau$ for momentum.
+        weight_decay: L2 penalty $\lambda$, added to the Euclidean gradient as
+            $\lambda \theta$ before the Riemannian gradient is formed.
+        nesterov: Whether to use Nesterov momentum.
+        maximize: Whether to maximize the objective instead of minimizing it.
 
     Raises:
         TypeError: If a gradient is sparse.
