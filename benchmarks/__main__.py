@@ -206,8 +206,26 @@ def render_page(payloads: dict[str, dict[str, Any]]) -> str:
     ]
     for name, module in BENCHMARKS.items():
         if name in payloads:
-            sections.append(module.render(payloads[name]["results"]))
+            sections.append(_with_section_markers(name, module.render(payloads[name]["results"])))
     return "\n".join(sections)
+
+
+def _with_section_markers(name: str, text: str) -> str:
+    """Wrap a benchmark's tables, below its heading, in pymdownx.snippets section markers.
+
+    Other pages then include the tables with ``--8<-- "docs/benchmarks.md:NAME"`` instead of
+    copying numbers. The markers are HTML comments, so this page renders without them.
+    """
+    heading, _, body = text.partition("\n")
+    return "\n".join(
+        [
+            heading,
+            f"<!-- --8<-- [start:{name}] -->",
+            body.strip("\n"),
+            f"<!-- --8<-- [end:{name}] -->",
+            "",
+        ]
+    )
 
 
 def _stored_payloads(results_dir: Path | None) -> dict[str, dict[str, Any]]:
