@@ -36,9 +36,10 @@ def silhouette_samples(
     are the definitions of Rousseeuw, "Silhouettes: a graphical aid to the interpretation and
     validation of cluster analysis" (1987), and of ``sklearn.metrics.silhouette_samples``.
 
-    The exact distances are computed ``chunk_size`` rows at a time with ``torch.cdist`` and
-    summed per cluster in float64, so the extra memory is about ``chunk_size * n * 12`` bytes
-    for float32 input (the distance block plus its float64 copy).
+    The exact distances are computed ``chunk_size`` rows at a time with ``torch.cdist``, each
+    pair once (the matrix is symmetric), and summed per cluster in float64. The extra memory is
+    about ``chunk_size * n * 12`` bytes for float32 input (the distance block plus its float64
+    copy) and ``n * K * 16`` bytes for ``K`` clusters.
 
     Args:
         x: ``(n, dim)`` floating tensor of points.
@@ -237,23 +238,27 @@ def _cluster_mean_distances(
     """Return each point's float64 distance sum within its cluster and its nearest other mean.
 
     The first tensor contains sums, not means, because the divisor of a singleton cluster is 0.
+
+    The distance matrix is symmetric, so only its upper block triangle is computed: the block
+    of rows ``[start, end)`` against the columns from ``start`` on. Multiplying the block by a
+    one-hot matrix of the cluster codes adds each column's distance to its cluster's sum for
+    every row, and the transposed block does the same for the columns after ``end``.
     """
     n = x.shape[0]
-    intra = torch.empty(n, dtype=torch.float64, device=x.device)
-    nearest = torch.empty(n, dtype=torch.float64, device=x.device)
+    one_hot = torch.zeros(n, counts.numel(), dtype=torch.float64, device=x.device)
+    one_hot[torch.arange(n, device=x.device), codes] = 1.0
+    sums = torch.zeros(n, counts.numel(), dtype=torch.float64, device=x.device)
 
     for start in range(0, n, chunk_size):
-        rows = slice(start, min(start + chunk_size, n))
-        distances = torch.cdist(x[rows], x, compute_mode=_EXACT_EUCLIDEAN)
+        end = min(start + chunk_size, n)
+        distances = torch.cdist(x[start:end], x[start:], compute_mode=_EXACT_EUCLIDEAN).double()
+        sums[start:end] += distances @ one_hot[start:]
+        if end < n:
+            sums[end:] += distances[:, end - start :].T @ one_hot[start:end]
 
-        sums = torch.zeros(distances.shape[0], counts.numel(), dtype=torch.float64, device=x.device)
-        sums.index_add_(1, codes, distances.double())
-
-        own = codes[rows].unsqueeze(1)
-        intra[rows] = sums.gather(1, own).squeeze(1)
-        means = (sums / counts).scatter_(1, own, torch.inf)
-        nearest[rows] = means.amin(dim=1)
-
+    own = codes.unsqueeze(1)
+    intra = sums.gather(1, own).squeeze(1)
+    nearest = (sums / counts).scatter_(1, own, torch.inf).amin(dim=1)
     return intra, nearest
 
 
