@@ -186,6 +186,8 @@ def render_report(results: Sequence[RunResult], command: str, output_dir: Path) 
         _table_notes(groups, baseline),
         "## Where the results differ from the paper",
         _paper_gaps(groups, baseline, records),
+        "## Verdicts on the paper's claims",
+        _verdicts(groups, baseline),
         "## Paired tests against Linear, per seed",
         _mcnemar_table(groups, baseline),
         "## Setup",
@@ -329,6 +331,144 @@ def _paper_gaps(
                 f"here it is {_relation(gap)} Linear."
             )
     return "\n".join(lines)
+
+
+SIGNIFICANCE = 0.05
+
+CLUSTER_METRICS = (
+    ("test_silhouette", "the highest test silhouette score", max),
+    ("test_distance_ratio", "the lowest distance ratio", min),
+)
+
+
+def _verdicts(groups: Sequence[Group], baseline: Group | None) -> str:
+    """Judge each claim of the paper that the runs can test, at the 5% level.
+
+    The claims are the order of each Table 2 row against Linear, DEFRAG's accuracy, and
+    DEFRAG's lead on the cluster metrics. A claim is confirmed when the runs show the same
+    direction with p < 0.05, not confirmed when they show the opposite direction with
+    p < 0.05, and not distinguishable from noise otherwise.
+    """
+    lines = [
+        f"Each verdict uses the paired test of the main table (significance level "
+        f"{SIGNIFICANCE}). A difference in the paper's direction that the test cannot separate "
+        "from seed-to-seed or example-to-example variation is called not distinguishable from "
+        "noise.",
+        "",
+    ]
+    lines += _ordering_verdicts(groups, baseline)
+    lines += _target_verdicts(groups)
+    lines += _cluster_verdicts(groups)
+    return "\n".join(lines)
+
+
+def _ordering_verdicts(groups: Sequence[Group], baseline: Group | None) -> list[str]:
+    """Verdicts on "configuration X is above (or below) Linear" for each Table 2 row."""
+    if baseline is None or baseline.variant.paper_accuracy is None:
+        return []
+    lines = []
+    for group in groups:
+        paper = group.variant.paper_accuracy
+        if group is baseline or paper is None:
+            continue
+        paper_gap = paper - baseline.variant.paper_accuracy
+        direction = "above" if paper_gap > 0 else "below"
+        claim = f"{group.label} is {direction} Linear (paper: {paper_gap:+.4f})"
+        difference = _difference_to_baseline(group, baseline)
+        p_value = _p_value_against_baseline(group, baseline)
+        if difference is None or p_value is None:
+            lines.append(f"- {claim}: not testable here (no paired runs).")
+            continue
+        agrees = (difference > 0) == (paper_gap > 0)
+        lines.append(f"- {claim}: {_verdict(agrees, p_value)}, here {difference:+.4f}.")
+    return lines
+
+
+def _p_value_against_baseline(group: Group, baseline: Group) -> float | None:
+    """Return the p-value of the main table's paired test of ``group`` against Linear."""
+    pairs = _paired_accuracies(group, baseline)
+    if not pairs:
+        return None
+    if len(pairs) >= 2:
+        p_value = paired_t_test([a for a, _ in pairs.values()], [b for _, b in pairs.values()])
+        return 1.0 if p_value is None else p_value
+    seed = next(iter(pairs))
+    return mcnemar_exact(_correct(baseline, seed), _correct(group, seed)).p_value
+
+
+def _verdict(agrees: bool, p_value: float) -> str:
+    """Word a verdict from the direction of a difference and its p-value."""
+    if p_value >= SIGNIFICANCE:
+        return f"not distinguishable from noise (p = {_format_p(p_value)})"
+    if agrees:
+        return f"confirmed (p = {_format_p(p_value)})"
+    return f"not confirmed, the opposite holds (p = {_format_p(p_value)})"
+
+
+def _target_verdicts(groups: Sequence[Group]) -> list[str]:
+    """Verdict on whether the DEFRAG runs reach the paper's accuracy for them."""
+    lines = []
+    for group in groups:
+        paper = group.variant.paper_accuracy
+        if group.variant.name != "defrag" or paper is None:
+            continue
+        accuracies = group.final("test_accuracy")
+        mean = _mean(accuracies)
+        text = f"- {group.label} reaches the paper's {paper:.4f}: "
+        if mean >= paper:
+            text += f"yes, mean {mean:.4f}."
+        else:
+            text += f"no, mean {mean:.4f} is {paper - mean:.4f} below it"
+            if len(accuracies) >= 2:
+                best = max(accuracies)
+                text += f" (best seed {best:.4f})"
+            text += "."
+        lines.append(text)
+    return lines
+
+
+def _cluster_verdicts(groups: Sequence[Group]) -> list[str]:
+    """Verdicts on "DEFRAG has the best silhouette score and distance ratio"."""
+    defrag = [group for group in groups if group.variant.name == "defrag"]
+    others = [group for group in groups if group.variant.name != "defrag"]
+    if not defrag or not others:
+        return []
+    lines = []
+    for group in defrag:
+        for key, claim, best_of in CLUSTER_METRICS:
+            rival = best_of(others, key=lambda other: _mean_or_nan(other.final(key), best_of))
+            ours, theirs = _mean(group.final(key)), _mean(rival.final(key))
+            agrees = best_of(ours, theirs) == ours and ours != theirs
+            p_value = _seed_paired_p(group, rival, key)
+            text = (
+                f"- {group.label} has {claim} (here {ours:.4f}, best other: {rival.label} "
+                f"{theirs:.4f}): "
+            )
+            if p_value is None:
+                standing = "tied" if ours == theirs else "ahead" if agrees else "behind"
+                text += f"{standing}, fewer than two common seeds, so no test."
+            else:
+                text += _verdict(agrees, p_value) + "."
+            lines.append(text)
+    return lines
+
+
+def _mean_or_nan(values: Sequence[float], best_of: Callable[..., float]) -> float:
+    """Return the mean, or the worst value for ``best_of`` when there is none."""
+    if values:
+        return statistics.fmean(values)
+    return -math.inf if best_of is max else math.inf
+
+
+def _seed_paired_p(group: Group, rival: Group, key: str) -> float | None:
+    """Return the paired t-test p-value of a metric over the seeds both groups ran."""
+    ours = {result.run.spec.seed: result.final[key] for result in group.results}
+    theirs = {result.run.spec.seed: result.final[key] for result in rival.results}
+    seeds = [seed for seed in ours if seed in theirs and None not in (ours[seed], theirs[seed])]
+    if len(seeds) < 2:
+        return None
+    p_value = paired_t_test([ours[seed] for seed in seeds], [theirs[seed] for seed in seeds])
+    return 1.0 if p_value is None else p_value
 
 
 def _relation(difference: float) -> str:

@@ -165,6 +165,12 @@ def test_report_one_seed(tmp_path):
     assert "mean test accuracy 0.8500 is 0.0893 below the paper's 0.9393" in text
     assert "the paper reports 0.0024 above Linear; here it is 0.0500 below Linear" in text
     assert "| 15.0 | 1.0 |" in text
+    assert (
+        "- DEFRAG (polar, rsgd) is above Linear (paper: +0.0024): not confirmed, the opposite "
+        f"holds (p = {p_value:.2g}), here -0.0500." in text
+    )
+    assert "- DEFRAG (polar, rsgd) reaches the paper's 0.9393: no, mean 0.8500 is 0.0893" in text
+    assert "best other: Linear 0.5000): tied, fewer than two common seeds, so no test." in text
     assert "Test CPU (2 logical CPUs), 2 torch threads" in text
     assert planned[1].command in text
 
@@ -181,6 +187,27 @@ def test_report_two_seeds(tmp_path):
     assert f"{expected:.2g} (paired t, 2 seeds)" in text
     assert "| Center | 0 | 4 | 0 |" in text
     assert "| Center | 1 | 12 | 0 |" in text
+    assert (
+        f"- Center is above Linear (paper: +0.0002): not distinguishable from noise "
+        f"(p = {expected:.2g}), here +0.0400." in text
+    )
+
+
+def test_verdicts_over_three_seeds(tmp_path):
+    planned = plan(tmp_path, ["linear", "defrag"], seeds=(0, 1, 2))
+    # Seed by seed: linear, defrag. DEFRAG is ahead by 10, 11 and 12 examples of 200.
+    for run, correct in zip(planned, [170, 180, 171, 182, 172, 184], strict=True):
+        write_fake_run(run, correct)
+
+    text = render(planned)
+
+    expected = scipy.stats.ttest_rel([0.90, 0.91, 0.92], [0.85, 0.855, 0.86]).pvalue
+    assert expected < 0.05
+    assert (
+        f"- DEFRAG (polar, rsgd) is above Linear (paper: +0.0024): confirmed "
+        f"(p = {expected:.2g}), here +0.0550." in text
+    )
+    assert "no, mean 0.9100 is 0.0293 below it (best seed 0.9200)." in text
 
 
 def test_report_without_baseline(tmp_path):
