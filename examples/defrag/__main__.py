@@ -7,6 +7,7 @@ as the ``handler`` default.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -90,28 +91,43 @@ def _run_train(args: argparse.Namespace) -> None:
         config = cli.config_from_args(args)
         train.train(config, resume=args.resume)
     except cli.OptionConflict as error:
-        args.subparser.error(str(error))
+        _usage_error(args, error)
 
 
 def _run_compare(args: argparse.Namespace) -> None:
     try:
         compare.run_compare(args, args.argv)
     except cli.OptionConflict as error:
-        args.subparser.error(str(error))
+        _usage_error(args, error)
 
 
 def _run_tune(args: argparse.Namespace) -> None:
     try:
         tune.run_tune(args, args.argv)
     except cli.OptionConflict as error:
-        args.subparser.error(str(error))
+        _usage_error(args, error)
 
 
 def _run_plot(args: argparse.Namespace) -> None:
     try:
         plot.run_plot(args, args.subparser)
     except cli.OptionConflict as error:
-        args.subparser.error(str(error))
+        _usage_error(args, error)
+
+
+def _usage_error(args: argparse.Namespace, error: cli.OptionConflict) -> None:
+    """Exit with argparse's usage error; under torchrun only rank 0 prints it."""
+    if _is_other_rank():
+        sys.exit(2)
+    args.subparser.error(str(error))
+
+
+def _is_other_rank() -> bool:
+    """Whether torchrun started this process as a rank other than 0, which stays quiet.
+
+    Every rank raises the same errors, so rank 0's message says everything once.
+    """
+    return os.environ.get("RANK", "0") != "0"
 
 
 def _run_quickstart(args: argparse.Namespace) -> None:
@@ -130,10 +146,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args.handler(args)
     except (DatasetError, RunError, FloatingPointError) as error:
-        print(f"error: {error}", file=sys.stderr)
+        if not _is_other_rank():
+            print(f"error: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print(_interrupted_message(args), file=sys.stderr)
+        if not _is_other_rank():
+            print(_interrupted_message(args), file=sys.stderr)
         return 130
     return 0
 

@@ -36,6 +36,9 @@ FEATURES_NAME = "features.pt"
 # outputs live and where the run computes, not what it computes.
 _RESUMABLE_FIELDS = frozenset({"data_dir", "cache_dir", "download", "device", "output_dir"})
 
+# Defaults of the fields, for config.json files written before a field existed.
+_DEFAULTS = {field.name: field.default for field in fields(TrainConfig)}
+
 METRIC_FIELDS = (
     "epoch",
     "loss",
@@ -191,11 +194,16 @@ def config_differences(
         ``saved_name="checkpoint"``; empty when the runs compute the same thing.
     """
     current = asdict(config)
-    return [
-        f"  {field.name}: {saved_name} {saved.get(field.name)!r}, now {current[field.name]!r}"
-        for field in fields(TrainConfig)
-        if field.name not in _RESUMABLE_FIELDS and saved.get(field.name) != current[field.name]
-    ]
+    lines = []
+    for field in fields(TrainConfig):
+        name = field.name
+        if name in _RESUMABLE_FIELDS or saved.get(name, _DEFAULTS[name]) == current[name]:
+            continue
+        line = f"  {name}: {saved_name} {saved.get(name)!r}, now {current[name]!r}"
+        if name == "world_size":
+            line += f" (launch with torchrun --nproc_per_node={saved.get(name)})"
+        lines.append(line)
+    return lines
 
 
 def write_config(

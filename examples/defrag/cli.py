@@ -346,17 +346,54 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     )
 
 
-def _resolve_world_size(distributed: bool, batch_size: int) -> int:
-    """Read the number of ranks that torchrun announces, or return 1 without --distributed."""
-    if not distributed:
-        return 1
-    if "WORLD_SIZE" not in os.environ or "RANK" not in os.environ:
+TORCHRUN_VARIABLES = ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+
+
+def launched_world_size() -> int | None:
+    """Return the WORLD_SIZE that torchrun set for this process, or None outside torchrun.
+
+    Raises:
+        OptionConflict: When WORLD_SIZE is set but is not a positive integer.
+    """
+    text = os.environ.get("WORLD_SIZE")
+    if text is None:
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
         raise OptionConflict(
-            "--distributed needs the environment that torchrun sets (RANK, WORLD_SIZE, "
-            "MASTER_ADDR, MASTER_PORT). Launch with torchrun --nproc_per_node=N -m "
+            f"The environment variable WORLD_SIZE is {text!r}, expected a positive integer. "
+            "Launch with torchrun, which sets it, or unset it."
+        )
+    return value
+
+
+def _resolve_world_size(distributed: bool, batch_size: int) -> int:
+    """Read the number of ranks that torchrun announces, or return 1 without --distributed.
+
+    Raises:
+        OptionConflict: Under torchrun with several processes but without --distributed, with
+            --distributed but without torchrun's environment, or with a global batch smaller
+            than the number of ranks.
+    """
+    world_size = launched_world_size()
+    if not distributed:
+        if world_size is not None and world_size > 1:
+            raise OptionConflict(
+                f"torchrun started {world_size} processes, but --distributed is missing, so "
+                "each would train its own copy into the same folder. Add --distributed, or run "
+                "one process with python -m examples.defrag."
+            )
+        return 1
+    missing = [name for name in TORCHRUN_VARIABLES if name not in os.environ]
+    if missing or world_size is None:
+        raise OptionConflict(
+            "--distributed needs the environment that torchrun sets (missing: "
+            f"{', '.join(missing)}). Launch with torchrun --nproc_per_node=N -m "
             "examples.defrag train --distributed ..., or drop --distributed."
         )
-    world_size = int(os.environ["WORLD_SIZE"])
     if batch_size < world_size:
         raise OptionConflict(
             f"--batch-size {batch_size} is the global batch and must be at least the number of "

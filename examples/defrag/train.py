@@ -116,6 +116,8 @@ def _train(
             "(--limit-*)."
         )
 
+    _check_training_size(config, train_y)
+
     torch.manual_seed(config.seed)
     state = _build_run_state(config, device, steps_per_epoch=_steps_per_epoch(config, train_y))
     parameter_count = count_parameters(state.model)
@@ -281,7 +283,21 @@ def _hold_out(splits: DatasetSplits, size: int) -> DatasetSplits:
 
 
 def _steps_per_epoch(config: TrainConfig, train_y: torch.Tensor) -> int:
-    return math.ceil(len(train_y) / config.batch_size)
+    """Count the optimizer steps of one epoch; a last batch smaller than the world is skipped."""
+    full, rest = divmod(len(train_y), config.batch_size)
+    return full + (rest >= config.world_size)
+
+
+def _check_training_size(config: TrainConfig, train_y: torch.Tensor) -> None:
+    """Raise OptionConflict when no batch has an example for every rank."""
+    if _steps_per_epoch(config, train_y) == 0:
+        from examples.defrag.cli import OptionConflict
+
+        raise OptionConflict(
+            f"{len(train_y):,} training examples cannot be split over {config.world_size} "
+            "ranks. Train on more examples (--limit-train, --validation) or launch fewer "
+            "processes (torchrun --nproc_per_node)."
+        )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -401,7 +417,8 @@ def _train_one_epoch(
 
     NOTE: In a distributed run the auxiliary loss of each rank takes only that rank's share of
     the batch (its centers, though, move with the whole batch), and a last batch with fewer
-    examples than ranks is skipped.
+    examples than ranks is skipped. When the batch does not divide evenly, DDP still averages
+    the per-rank mean losses, so the examples of a smaller share weigh a little more.
 
     Returns:
         Mean total, cross-entropy and auxiliary loss per example, and the accuracy of the

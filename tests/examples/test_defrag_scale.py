@@ -5,6 +5,7 @@ loopback address, as torchrun would connect them, and run the example's own trai
 """
 
 import contextlib
+import dataclasses
 import json
 import os
 import socket
@@ -16,8 +17,9 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from examples.defrag import cli, train
+from examples.defrag import checkpoint, cli, train
 from examples.defrag.__main__ import build_parser, main
+from examples.defrag.config import TrainConfig
 
 pytestmark = pytest.mark.filterwarnings("error")
 
@@ -197,3 +199,83 @@ def test_compile_matches_eager(tmp_path, data_args):
     assert eager.keys() == compiled.keys()  # no _orig_mod. prefix
     for key in eager:
         torch.testing.assert_close(compiled[key], eager[key], rtol=1e-4, atol=1e-5)
+
+
+def test_torchrun_without_distributed_refused(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "0")
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "--output-dir", str(tmp_path)])
+
+    assert exit_info.value.code == 2
+    assert "torchrun started 2 processes, but --distributed is missing" in capsys.readouterr().err
+
+
+def test_world_size_not_an_integer(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "abc")
+
+    with pytest.raises(SystemExit):
+        main(["train", "--output-dir", str(tmp_path)])
+
+    assert "WORLD_SIZE is 'abc', expected a positive integer" in capsys.readouterr().err
+
+
+def test_distributed_names_missing_variables(tmp_path, capsys, monkeypatch):
+    for name, value in {"RANK": "0", "WORLD_SIZE": "1"}.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("MASTER_ADDR", raising=False)
+    monkeypatch.delenv("MASTER_PORT", raising=False)
+
+    with pytest.raises(SystemExit):
+        main(["train", "--distributed", "--output-dir", str(tmp_path)])
+
+    assert "(missing: MASTER_ADDR, MASTER_PORT)" in capsys.readouterr().err
+
+
+def test_other_ranks_print_no_usage_error(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "--output-dir", str(tmp_path)])
+
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err == ""
+
+
+@pytest.mark.parametrize(
+    ("count", "batch_size", "world_size", "steps"),
+    [(129, 128, 1, 2), (129, 128, 2, 1), (130, 128, 2, 2), (31, 3, 2, 10), (1, 2, 2, 0)],
+)
+def test_steps_per_epoch_skip_short_last_batch(count, batch_size, world_size, steps):
+    config = TrainConfig(output_dir="unused", batch_size=batch_size, world_size=world_size)
+
+    assert train._steps_per_epoch(config, torch.zeros(count)) == steps
+
+
+def test_too_few_examples_for_the_ranks():
+    config = TrainConfig(output_dir="unused", batch_size=2, world_size=2)
+
+    with pytest.raises(cli.OptionConflict, match="1 training examples cannot be split over 2"):
+        train._check_training_size(config, torch.zeros(1))
+
+
+def test_resume_with_other_world_size_names_the_launch():
+    saved = dataclasses.asdict(TrainConfig(output_dir="a", distributed=True, world_size=2))
+    current = TrainConfig(output_dir="a", distributed=True, world_size=1)
+
+    differences = checkpoint.config_differences(saved, current, saved_name="checkpoint")
+
+    assert differences == [
+        "  world_size: checkpoint 2, now 1 (launch with torchrun --nproc_per_node=2)"
+    ]
+
+
+def test_config_from_before_new_fields_still_matches():
+    current = TrainConfig(output_dir="a")
+    saved = dataclasses.asdict(current)
+    for name in ("validation", "amp", "compile", "distributed", "world_size"):
+        del saved[name]
+
+    assert checkpoint.config_differences(saved, current) == []
