@@ -354,3 +354,31 @@ def test_polar_no_grad_extreme_scale(scale):
     y = polar_factor(a)
     assert orthonormality_error(y) < tolerance(torch.float32, 50)
     torch.testing.assert_close(y, a / scale, atol=1e-5, rtol=0)
+
+
+def _orthogonal_and_skew_step(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    x, _ = torch.linalg.qr(torch.randn(n, n, dtype=torch.float64, generator=generator))
+    a = torch.randn(n, n, dtype=torch.float64, generator=generator)
+    a = 0.3 * (a - a.T)
+    return x, x @ a, a
+
+
+@pytest.mark.parametrize("n", [1, 2, 5, 33])
+def test_square_cayley_equals_full_cayley_formula(n):
+    x, u, _ = _orthogonal_and_skew_step(n, seed=n)
+    projected = u - x @ (x.T @ u) / 2
+    skew = projected @ x.T - x @ projected.T
+    eye = torch.eye(n, dtype=torch.float64)
+    expected = torch.linalg.solve(eye - skew / 2, x + skew @ x / 2)
+
+    torch.testing.assert_close(retractions.cayley(x, u), expected, rtol=0, atol=1e-13)
+
+
+@pytest.mark.parametrize("n", [1, 2, 5, 33])
+def test_square_stiefel_exp_is_orthogonal_group_geodesic(n):
+    x, u, a = _orthogonal_and_skew_step(n, seed=n)
+
+    torch.testing.assert_close(
+        retractions.stiefel_exp(x, u), x @ torch.linalg.matrix_exp(a), rtol=0, atol=1e-12
+    )
