@@ -380,7 +380,10 @@ def _ordering_verdicts(groups: Sequence[Group], baseline: Group | None) -> list[
             lines.append(f"- {claim}: not testable here (no paired runs).")
             continue
         agrees = (difference > 0) == (paper_gap > 0)
-        lines.append(f"- {claim}: {_verdict(agrees, p_value)}, here {difference:+.4f}.")
+        verdict = _verdict(agrees, p_value)
+        if len(_paired_accuracies(group, baseline)) == 1 and p_value < SIGNIFICANCE:
+            verdict += " on one seed only; the variation between seeds is not tested"
+        lines.append(f"- {claim}: {verdict}, here {difference:+.4f}.")
     return lines
 
 

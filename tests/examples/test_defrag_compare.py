@@ -167,7 +167,8 @@ def test_report_one_seed(tmp_path):
     assert "| 15.0 | 1.0 |" in text
     assert (
         "- DEFRAG (polar, rsgd) is above Linear (paper: +0.0024): not confirmed, the opposite "
-        f"holds (p = {p_value:.2g}), here -0.0500." in text
+        f"holds (p = {p_value:.2g}) on one seed only; the variation between seeds is not "
+        "tested, here -0.0500." in text
     )
     assert "- DEFRAG (polar, rsgd) reaches the paper's 0.9393: no, mean 0.8500 is 0.0893" in text
     assert "best other: Linear 0.5000): tied, fewer than two common seeds, so no test." in text
