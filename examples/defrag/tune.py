@@ -17,6 +17,7 @@ and weight decay shared by all configurations first, then lambda per configurati
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import itertools
 import shlex
 import statistics
@@ -204,6 +205,8 @@ class Choice:
         silhouettes: Last-epoch validation silhouette score of each seed.
         folders: The run folders.
         diverged: Seeds whose loss became NaN or infinite; they count with accuracy 0.
+        evaluated: Number of validation examples the runs were scored on (after
+            ``--limit-test``), 0 when every run diverged.
     """
 
     key: str
@@ -212,6 +215,7 @@ class Choice:
     silhouettes: list[float]
     folders: list[str]
     diverged: list[int] = field(default_factory=list)
+    evaluated: int = 0
 
     @property
     def mean_accuracy(self) -> float:
@@ -330,6 +334,9 @@ def collect_choices(planned: Sequence[runner.PlannedRun]) -> list[Choice]:
                 "part in tuning. Use another --output-dir."
             )
         choice.accuracies.append(result.final["test_accuracy"])
+        choices[group] = choice = dataclasses.replace(
+            choice, evaluated=result.record["data"]["test_examples"]
+        )
         if result.final["test_silhouette"] is not None:
             choice.silhouettes.append(result.final["test_silhouette"])
     return list(choices.values())
@@ -380,12 +387,14 @@ def merge_selection(
             accuracy = statistics.fmean(choice.mean_accuracy for choice in chosen)
             over = ", ".join(choice.key for choice in chosen)
             text = f"mean validation accuracy {accuracy:.4f} over {over}"
+            evaluated = max(choice.evaluated for choice in chosen)
         else:
             variants.setdefault(key, {}).update(_parsed(chosen.settings))
             text = f"validation accuracy {chosen.mean_accuracy:.4f}"
+            evaluated = chosen.evaluated
         provenance[key] = (
-            f"selected by `{command}`: {text}, seeds {seeds}, {args.validation:,} validation "
-            f"examples (seed {VALIDATION_SEED})"
+            f"selected by `{command}`: {text}, seeds {seeds}, scored on {evaluated:,} of "
+            f"{args.validation:,} held-out training examples (seed {VALIDATION_SEED})"
         )
     return Hyperparameters(defaults, variants, provenance)
 

@@ -176,6 +176,7 @@ def test_tune_end_to_end(tmp_path, data_args, capsys):
     assert selected["defaults"] == {"weight_decay": 0.0001}
     assert selected["variants"]["linear"] == {"lr": 0.01, "epochs": 1}
     assert "validation accuracy" in selected["provenance"]["linear"]
+    assert "scored on 100 of 500 held-out training examples" in selected["provenance"]["linear"]
     table = (output_dir / "TUNING.md").read_text()
     assert "| linear | lr 1e+30, epochs 1 | 0.0000 |" in table
     config = json.loads((output_dir / "linear-lr0.01-epochs1-seed0" / "config.json").read_text())
