@@ -2,7 +2,8 @@ r"""Keep a module's manifold parameters on their manifolds after any optimizer s
 
 The recipe is "any torch optimizer step, then retract": train with ``torch.optim.Adam`` (or any
 other optimizer that ignores manifolds) and call `retract_` after every
-``optimizer.step()``, as the DEFRAG method does for its Grassmann feature projection.
+``optimizer.step()``. It is one reading of the step that the DEFRAG paper (arXiv:1806.07688)
+describes as retracting the feature space onto a Grassmann manifold.
 `orthonormality_error` measures how far each orthonormal weight has drifted, for logging.
 """
 
