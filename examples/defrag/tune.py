@@ -234,6 +234,8 @@ def run_tune(args: argparse.Namespace, argv: Sequence[str]) -> Path:
         examples.defrag.data.DatasetError: When the dataset is missing or corrupt.
     """
     base = Hyperparameters() if args.hparams is None else load_hparams(args.hparams)
+    if args.shared:
+        _check_shared_search(args)
     specs = build_tuning_grid(args)
     if not specs:
         raise cli.OptionConflict("The tuning grid is empty. Give --variants and --seeds.")
@@ -255,6 +257,28 @@ def run_tune(args: argparse.Namespace, argv: Sequence[str]) -> Path:
     write_atomically(results_path, text.encode())
     print(f"\n{text}\nSelection written to {hparams_path}, table to {results_path}")
     return hparams_path
+
+
+def _check_shared_search(args: argparse.Namespace) -> None:
+    """Reject --shared when a search option does not apply to every configuration.
+
+    A shared selection compares the same combination across configurations, so every
+    configuration must run every combination.
+    """
+    has_aux = [VARIANTS[name].has_aux_loss for name in args.variants]
+    for key in sorted(AUX_KEYS):
+        if getattr(args, f"search_{key}") is not None and not all(has_aux):
+            without = [name for name in args.variants if not VARIANTS[name].has_aux_loss]
+            raise cli.OptionConflict(
+                f"--shared with --{key} needs configurations that all have an auxiliary loss, "
+                f"but {', '.join(without)} has none. Tune {key} without --shared, or drop "
+                f"{', '.join(without)}."
+            )
+    if args.search_momentum is not None and ADAM in args.optimizers:
+        raise cli.OptionConflict(
+            "--shared with --momentum cannot include --optimizers adam-then-retract, which has "
+            "no momentum. Tune momentum without --shared, or drop adam-then-retract."
+        )
 
 
 def build_tuning_grid(args: argparse.Namespace) -> list[runner.RunSpec]:

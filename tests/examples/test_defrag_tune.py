@@ -225,3 +225,21 @@ def test_tune_help_lists_every_option(capsys):
     assert exit_info.value.code == 0
     for option in TUNE_OPTIONS:
         assert option in text, option
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["--variants", "linear", "defrag", "--lambda", "0.1"], "linear has none"),
+        (
+            ["--variants", "defrag", "--optimizers", "adam-then-retract", "--momentum", "0.9"],
+            "cannot include --optimizers adam-then-retract",
+        ),
+    ],
+)
+def test_shared_search_must_apply_to_every_configuration(tmp_path, capsys, argv, expected):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["tune", "--shared", *argv, "--output-dir", str(tmp_path)])
+
+    assert exit_info.value.code == 2
+    assert expected in capsys.readouterr().err
