@@ -123,9 +123,9 @@ def _usage_error(args: argparse.Namespace, error: cli.OptionConflict) -> None:
 
 
 def _is_other_rank() -> bool:
-    """Whether torchrun started this process as a rank other than 0, which stays quiet.
+    """Return whether torchrun started this process as a rank other than 0, which prints nothing.
 
-    Every rank raises the same errors, so rank 0's message says everything once.
+    Every rank raises the same errors, so rank 0's message reports each one once.
     """
     return os.environ.get("RANK", "0") != "0"
 

@@ -151,11 +151,11 @@ def hold_out_validation(splits: DatasetSplits, size: int) -> DatasetSplits:
     generator = torch.Generator().manual_seed(VALIDATION_SEED)
     order = torch.randperm(count, generator=generator)
     held_out = order[:size].sort().values
-    kept = order[size:].sort().values
+    remaining = order[size:].sort().values
     return DatasetSplits(
         name=splits.name,
-        train_x=splits.train_x[kept],
-        train_y=splits.train_y[kept],
+        train_x=splits.train_x[remaining],
+        train_y=splits.train_y[remaining],
         test_x=splits.train_x[held_out],
         test_y=splits.train_y[held_out],
         mean=splits.mean,

@@ -1,6 +1,6 @@
 """Per-configuration hyperparameters in a JSON file, written by ``tune`` and read by ``compare``.
 
-The file holds the settings that a tuning grid selected on the validation split, so that the
+The file contains the settings that a tuning grid selected on the validation split, so that the
 final runs on the test split take them without retyping:
 
 .. code-block:: json

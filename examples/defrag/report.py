@@ -448,8 +448,13 @@ def _cluster_verdicts(groups: Sequence[Group]) -> list[str]:
                 f"{theirs:.4f}): "
             )
             if p_value is None:
-                standing = "tied" if ours == theirs else "ahead" if agrees else "behind"
-                text += f"{standing}, fewer than two common seeds, so no test."
+                if ours == theirs:
+                    position = "tied"
+                elif agrees:
+                    position = "ahead"
+                else:
+                    position = "behind"
+                text += f"{position}, fewer than two common seeds, so no test."
             else:
                 text += _verdict(agrees, p_value) + "."
             lines.append(text)

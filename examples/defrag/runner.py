@@ -30,7 +30,7 @@ from examples.defrag.checkpoint import (
     write_atomically,
 )
 from examples.defrag.config import TrainConfig
-from examples.defrag.hparams import Hyperparameters, settings_argv
+from examples.defrag.hparams import ADAM, Hyperparameters, settings_argv
 from examples.defrag.variants import VARIANTS, Variant
 
 
@@ -43,7 +43,7 @@ class RunStatus(Enum):
     DIVERGED = "diverged earlier, skipped"
 
 
-# Marker file of a run whose loss became NaN or infinite in a grid that keeps going; it holds
+# Marker file of a run whose loss became NaN or infinite in a grid that keeps going. It contains
 # the error message.
 DIVERGED_NAME = "diverged.txt"
 
@@ -238,7 +238,7 @@ def plan_runs(
         argv += options.shared
         if spec.variant.has_aux_loss:
             argv += options.aux
-        if spec.optimizer != "adam-then-retract":
+        if spec.optimizer != ADAM:
             argv += options.sgd
         argv += settings_argv(dict(spec.settings))
         argv += ["--seed", str(spec.seed), "--output-dir", str(output_dir / spec.folder_name)]

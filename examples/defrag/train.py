@@ -50,7 +50,7 @@ EVAL_BATCH_SIZE = 1000
 
 @dataclass(frozen=True)
 class Ranks:
-    """Where this process stands in a distributed run: rank 0 of 1 without ``--distributed``."""
+    """Rank and world size of this process: rank 0 of 1 without ``--distributed``."""
 
     rank: int = 0
     world_size: int = 1
@@ -101,7 +101,7 @@ def _train(
     resume: bool,
     stop_after_epoch: int | None,
 ) -> list[dict[str, Any]]:
-    """The body of ``train``, inside the process group of a distributed run."""
+    """Run the body of ``train``, inside the process group of a distributed run."""
     say = print if ranks.is_main else _silent
     output_dir = Path(config.output_dir)
     checkpoint_path = output_dir / CHECKPOINT_NAME
@@ -209,7 +209,7 @@ def _barrier(config: TrainConfig) -> None:
 
 
 def _wrap_network(config: TrainConfig, model: nn.Module, device: torch.device) -> nn.Module:
-    """Wrap the model in DistributedDataParallel and torch.compile, as the config asks."""
+    """Wrap the model in DistributedDataParallel and torch.compile, as the config requests."""
     network = model
     if config.distributed:
         from torch.nn.parallel import DistributedDataParallel
@@ -449,9 +449,15 @@ def _train_one_epoch(
         index = index.tensor_split(ranks.world_size)[ranks.rank]
         ce_loss, aux_value, correct = _train_step(config, state, train_x[index], train_y[index])
 
-        step_totals = torch.stack(
-            [ce_loss.double().cpu() * len(index), aux_value.double().cpu() * len(index)]
-            + [correct.double().cpu(), torch.tensor(float(len(index)), dtype=torch.float64)]
+        count_here = len(index)
+        step_totals = torch.tensor(
+            [
+                ce_loss.item() * count_here,
+                aux_value.item() * count_here,
+                correct.item(),
+                count_here,
+            ],
+            dtype=torch.float64,
         )
         step_totals = _sum_over_ranks(config, step_totals)
         loss = (step_totals[0] + weight * step_totals[1]).item() / step_totals[3].item()

@@ -2,7 +2,7 @@
 
 Every run of the tuning grid holds out the same ``--validation`` training examples (drawn with
 ``examples.defrag.data.VALIDATION_SEED``), trains on the others and evaluates on the held-out
-ones; the test split is never evaluated. For each configuration, the command trains every
+ones. The test split is never evaluated. For each configuration, the command trains every
 combination of the values given to the search options, for every seed, and selects the
 combination with the highest validation accuracy at the last epoch, averaged over the seeds.
 The selection goes into a hyperparameter file (``examples.defrag.hparams``) that ``compare
@@ -17,7 +17,6 @@ and weight decay shared by all configurations first, then lambda per configurati
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import itertools
 import shlex
 import statistics
@@ -193,7 +192,7 @@ def _search_help(key: str) -> str:
     return f"values of {key.replace('_', ' ')} to try"
 
 
-@dataclass(frozen=True)
+@dataclass
 class Choice:
     """The validation result of one combination of settings for one configuration.
 
@@ -358,9 +357,7 @@ def collect_choices(planned: Sequence[runner.PlannedRun]) -> list[Choice]:
                 "part in tuning. Use another --output-dir."
             )
         choice.accuracies.append(result.final["test_accuracy"])
-        choices[group] = choice = dataclasses.replace(
-            choice, evaluated=result.record["data"]["test_examples"]
-        )
+        choice.evaluated = result.record["data"]["test_examples"]
         if result.final["test_silhouette"] is not None:
             choice.silhouettes.append(result.final["test_silhouette"])
     return list(choices.values())

@@ -285,16 +285,17 @@ class RiemannianSGD(Optimizer):
 def _manifold_subset(
     params: list[Tensor], grads: list[Tensor], buffers: list[Tensor | None], indices: list[int]
 ) -> tuple[list[Tensor], list[Tensor], list[Tensor | None], list[int]]:
-    """Keep the entries of a collected group whose parameter is a `geoopt.ManifoldTensor`."""
-    kept = [
+    """Return the entries of a collected group whose parameter is a `geoopt.ManifoldTensor`."""
+    manifold_entries = [
         entry
         for entry in zip(params, grads, buffers, indices, strict=True)
         if isinstance(entry[0], geoopt.ManifoldTensor)
     ]
-    if not kept:
+    if not manifold_entries:
         return [], [], [], []
-    kept_params, kept_grads, kept_buffers, kept_indices = map(list, zip(*kept, strict=True))
-    return kept_params, kept_grads, kept_buffers, kept_indices
+    columns = zip(*manifold_entries, strict=True)
+    manifold_params, manifold_grads, manifold_buffers, manifold_indices = map(list, columns)
+    return manifold_params, manifold_grads, manifold_buffers, manifold_indices
 
 
 def _check_hyperparameters(

@@ -262,7 +262,7 @@ def test_download_failure(tmp_path, monkeypatch):
 
 
 def fake_splits(count: int) -> DatasetSplits:
-    """Splits whose training image i holds the value i everywhere, to track examples."""
+    """Build splits whose training image i is filled with the value i, to track examples."""
     train_x = torch.arange(count, dtype=torch.float32).view(-1, 1, 1, 1).expand(-1, 1, 28, 28)
     return DatasetSplits(
         name="mnist",
@@ -285,7 +285,8 @@ def test_validation_split_is_disjoint_and_fixed():
     train_ids = held_out.train_x[:, 0, 0, 0].long()
     validation_ids = held_out.test_x[:, 0, 0, 0].long()
     assert held_out.evaluation == "validation"
-    assert len(validation_ids) == 150 and len(train_ids) == 850
+    assert len(validation_ids) == 150
+    assert len(train_ids) == 850
     assert set(train_ids.tolist()).isdisjoint(validation_ids.tolist())
     assert sorted(train_ids.tolist() + validation_ids.tolist()) == list(range(1000))
     assert torch.equal(held_out.test_y, validation_ids % 10)

@@ -3,6 +3,7 @@
 import json
 
 import pytest
+import torch
 
 from examples.defrag import cli, hparams, runner, tune
 from examples.defrag.__main__ import build_parser, main
@@ -196,11 +197,6 @@ def test_tune_rejects_test_split_runs(tmp_path):
     planned = runner.plan_runs([spec], runner.GridOptions(shared=("--epochs", "1")), tmp_path)
     folder = planned[0].output_dir
     folder.mkdir()
-    for name in ("config.json", "metrics.json"):
-        (folder / name).write_text("{}")
-
-    import torch
-
     torch.save({"predictions": torch.zeros(1), "labels": torch.zeros(1)}, folder / "predictions.pt")
     (folder / "config.json").write_text(json.dumps({"data": {"evaluation": "test"}}))
     (folder / "metrics.json").write_text(json.dumps([{"test_accuracy": 0.5}]))
