@@ -10,6 +10,7 @@ end.
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,6 +19,7 @@ from examples.defrag import cli, report, runner
 from examples.defrag.checkpoint import write_atomically
 from examples.defrag.config import OPTIMIZERS, RETRACTIONS
 from examples.defrag.hparams import load_hparams
+from examples.defrag.plot import CURVES_NAME, FIGURE3_NAME
 from examples.defrag.variants import TABLE2_VARIANTS, VARIANTS
 
 MANIFOLD_RETRACTIONS = tuple(name for name in RETRACTIONS if name != "none")
@@ -95,6 +97,15 @@ def add_compare_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="FILE",
         help=f"markdown file to write the report to (default: {RESULTS_NAME} in --output-dir)",
     )
+    output.add_argument(
+        "--figures",
+        nargs="+",
+        type=Path,
+        default=[],
+        metavar="PNG",
+        help="images to embed in the report, such as the figure3.png and curves.png that plot "
+        "draws; linked relative to the report's folder (default: none)",
+    )
 
 
 def _check_grid_options(args: argparse.Namespace) -> None:
@@ -122,6 +133,8 @@ def run_compare(args: argparse.Namespace, argv: Sequence[str]) -> Path:
         examples.defrag.data.DatasetError: When the dataset is missing or corrupt.
     """
     _check_grid_options(args)
+    results_path = args.results or args.output_dir / RESULTS_NAME
+    figures = _figure_links(args.figures, results_path)
     hparams = None if args.hparams is None else load_hparams(args.hparams)
     specs = runner.build_grid(args.variants, args.retractions, args.optimizers, args.seeds)
     planned = runner.plan_runs(specs, runner.GridOptions.from_args(args), args.output_dir, hparams)
@@ -131,12 +144,37 @@ def run_compare(args: argparse.Namespace, argv: Sequence[str]) -> Path:
 
     results = [report.load_result(run) for run in planned]
     command = shlex.join(["python", "-m", "examples.defrag", *argv])
-    text = report.render_report(results, command, args.output_dir)
+    text = report.render_report(results, command, args.output_dir, figures)
     if hparams is not None:
         text += "\n" + report.render_provenance(args.hparams, hparams.provenance)
 
-    results_path = args.results or args.output_dir / RESULTS_NAME
     results_path.parent.mkdir(parents=True, exist_ok=True)
     write_atomically(results_path, text.encode())
     print(f"\n{text}\nReport written to {results_path}")
     return results_path
+
+
+FIGURE_CAPTIONS = {
+    FIGURE3_NAME: "2-D test features of each configuration, laid out as the paper's Figure 3",
+    CURVES_NAME: "Training loss and test accuracy per epoch",
+}
+
+
+def _figure_links(figures: Sequence[Path], results_path: Path) -> list[tuple[str, str]]:
+    """Return ``(link, caption)`` for each image, linked relative to the report's folder.
+
+    Raises:
+        examples.defrag.cli.OptionConflict: When an image does not exist, before any training.
+    """
+    missing = [str(figure) for figure in figures if not figure.is_file()]
+    if missing:
+        raise cli.OptionConflict(
+            f"--figures {' '.join(missing)}: no such file. Draw the figures first with "
+            "python -m examples.defrag plot --runs ..., then pass the files it wrote."
+        )
+    links = []
+    for figure in figures:
+        link = Path(os.path.relpath(figure.resolve(), results_path.resolve().parent)).as_posix()
+        caption = FIGURE_CAPTIONS.get(figure.name, figure.stem.replace("_", " "))
+        links.append((link, caption))
+    return links

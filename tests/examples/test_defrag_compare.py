@@ -12,8 +12,10 @@ from examples.defrag.__main__ import main
 from examples.defrag.checkpoint import RunError
 from examples.defrag.variants import (
     FIGURE3_VARIANTS,
+    PAPER_RESULTS,
     TABLE2_VARIANTS,
     VARIANTS,
+    PaperValue,
     describe_run,
     variant_of,
 )
@@ -21,9 +23,17 @@ from examples.defrag.variants import (
 TEST_EXAMPLES = 200
 
 
-def plan(tmp_path, names, seeds=(0,), retractions=("polar",), optimizers=("rsgd",), aux=()):
+def plan(
+    tmp_path,
+    names,
+    seeds=(0,),
+    retractions=("polar",),
+    optimizers=("rsgd",),
+    aux=(),
+    dataset="fashion-mnist",
+):
     specs = runner.build_grid(names, retractions, optimizers, seeds)
-    options = runner.GridOptions(shared=("--epochs", "2"), aux=tuple(aux))
+    options = runner.GridOptions(shared=("--dataset", dataset, "--epochs", "2"), aux=tuple(aux))
     return runner.plan_runs(specs, options, tmp_path)
 
 
@@ -78,9 +88,28 @@ def render(planned):
 def test_presets_cover_paper_rows():
     assert set(TABLE2_VARIANTS) <= set(VARIANTS)
     assert set(FIGURE3_VARIANTS) <= set(VARIANTS)
-    assert [VARIANTS[name].paper_accuracy for name in TABLE2_VARIANTS] == [
+    table2 = PAPER_RESULTS["fashion-mnist"].accuracies
+    assert list(table2) == list(TABLE2_VARIANTS)
+    assert [table2[name].accuracy for name in TABLE2_VARIANTS] == [
         0.9347, 0.9369, 0.9375, 0.9371, 0.9368, 0.9393,
     ]  # fmt: skip
+    assert list(PAPER_RESULTS["mnist"].accuracies) == list(FIGURE3_VARIANTS)
+
+
+@pytest.mark.parametrize(
+    ("value", "baseline", "expected"),
+    [
+        (PaperValue(0.9393), PaperValue(0.9369), "+0.0024"),
+        (PaperValue(0.886, "~"), PaperValue(0.99, ">"), "more than 0.1040 below"),
+        (PaperValue(0.995, ">"), PaperValue(0.9369), "more than 0.0581 above"),
+        (PaperValue(0.99, ">"), PaperValue(0.99, ">"), None),
+        (PaperValue(0.995), PaperValue(0.99, ">"), None),
+    ],
+)
+def test_paper_gap_only_where_the_paper_orders(value, baseline, expected):
+    gap = value.gap_to(baseline)
+
+    assert (gap if gap is None else gap[1]) == expected
 
 
 def test_every_preset_parses(tmp_path):
@@ -211,6 +240,27 @@ def test_verdicts_over_three_seeds(tmp_path):
     assert "no, mean 0.9100 is 0.0293 below it (best seed 0.9200)." in text
 
 
+def test_mnist_report_uses_figure3_values(tmp_path):
+    # Field case: the MNIST report printed Table 2's Fashion-MNIST accuracies beside MNIST runs.
+    planned = plan(tmp_path, ["softplus", "linear", "defrag"], dataset="mnist")
+    for run, correct in zip(planned, [150, 199, 196], strict=True):
+        write_fake_run(run, correct, test_split_only=True)
+
+    text = render(planned)
+
+    assert "0.93" not in text.split("## Setup")[0]
+    assert "except the paper's accuracies (Figure 3 of" in text
+    assert "| Configuration | Paper (Figure 3) |" in text
+    assert "| Softplus | about 0.8860 | 0.7500 | 0 | -0.1360 |" in text
+    assert "| Linear | above 0.9900 | 0.9950 | 0 | +0.0050 | baseline |" in text
+    assert "the paper reports more than 0.1040 below Linear; here it is 0.2450 below" in text
+    assert "- Softplus is below Linear (paper: more than 0.1040 below): confirmed" in text
+    assert "- Linear is above 0.9900, as in the paper: yes, mean 0.9950." in text
+    assert "- DEFRAG (polar, rsgd) is above 0.9900, as in the paper: no, mean 0.9800" in text
+    assert "DEFRAG (polar, rsgd) is above Linear" not in text
+    assert "Softplus reaches" not in text
+
+
 def test_report_without_baseline(tmp_path):
     planned = plan(tmp_path, ["relu"])
     write_fake_run(planned[0], 100, test_split_only=True)
@@ -253,7 +303,7 @@ COMPARE_OPTIONS = [
     "--dataset", "--data-dir", "--cache-dir", "--download", "--variants", "--retractions",
     "--optimizers", "--seeds", "--epochs", "--batch-size", "--lr", "--lambda", "--alpha",
     "--limit-train", "--limit-test", "--feature-dim", "--device", "--output-dir", "--results",
-    "--lr-schedule", "--momentum", "--weight-decay", "--hparams",
+    "--lr-schedule", "--momentum", "--weight-decay", "--hparams", "--figures",
 ]  # fmt: skip
 
 
@@ -275,8 +325,9 @@ def test_compare_help_lists_every_option(capsys):
         (["--retractions", "none"], "invalid choice: 'none'"),
         (["--seeds", "-1"], "expected an integer >= 0, got -1"),
         (["--feature-dim", "256"], "--feature grassmann needs --feature-dim below 256"),
+        (["--figures", "missing.png"], "--figures missing.png: no such file. Draw the figures"),
     ],
-    ids=["unknown-variant", "retraction-none", "negative-seed", "feature-dim"],
+    ids=["unknown-variant", "retraction-none", "negative-seed", "feature-dim", "figure"],
 )
 def test_compare_invalid_options(tmp_path, capsys, argv, expected):
     with pytest.raises(SystemExit) as exit_info:
@@ -284,3 +335,19 @@ def test_compare_invalid_options(tmp_path, capsys, argv, expected):
 
     assert exit_info.value.code == 2
     assert expected in capsys.readouterr().err
+
+
+def test_compare_embeds_figures_relative_to_the_report(tmp_path):
+    planned = plan(tmp_path / "runs", ["linear"])
+    write_fake_run(planned[0], 180)
+    figure = tmp_path / "docs" / "img" / "figure3.png"
+    figure.parent.mkdir(parents=True)
+    figure.write_bytes(b"png")
+    results = tmp_path / "docs" / "results.md"
+    argv = ["--variants", "linear", "--epochs", "2", "--output-dir", str(tmp_path / "runs")]
+
+    main(["compare", *argv, "--results", str(results), "--figures", str(figure)])
+
+    text = results.read_text()
+    caption = "2-D test features of each configuration, laid out as the paper's Figure 3"
+    assert f"## Figures\n\n![{caption}](img/figure3.png)\n\n*{caption}*" in text
