@@ -411,7 +411,7 @@ def _verdicts(groups: Sequence[Group], baseline: Group | None) -> str:
 
 
 def _ordering_verdicts(groups: Sequence[Group], baseline: Group | None) -> list[str]:
-    """Verdicts on "configuration X is above (or below) Linear" where the paper says so."""
+    """Verdicts on "configuration X is above (or below) Linear" where the paper orders the two."""
     if baseline is None or baseline.paper is None:
         return []
     lines = []
