@@ -49,6 +49,10 @@ from examples.defrag.variants import (
 
 PAPER = "Minnehan & Savakis, arXiv:1806.07688"
 
+# A configuration whose mean test accuracy is at most this multiple of the chance level (1/10
+# for ten classes) counts as not trained, and its verdicts are withheld.
+CHANCE_FACTOR = 1.5
+
 
 @dataclass(frozen=True)
 class RunResult:
@@ -58,6 +62,7 @@ class RunResult:
     record: dict[str, Any]
     history: list[dict[str, Any]]
     correct: torch.Tensor
+    classes: int
 
     @property
     def final(self) -> dict[str, Any]:
@@ -98,6 +103,20 @@ class Group:
         """Return a last-epoch metric of every seed, leaving out missing (None) values."""
         return [result.final[key] for result in self.results if result.final[key] is not None]
 
+    @property
+    def chance(self) -> float:
+        """The accuracy of guessing one class for every test example, for the fewest classes."""
+        return 1 / min(result.classes for result in self.results)
+
+    @property
+    def learned(self) -> bool:
+        """Whether the mean test accuracy is above ``CHANCE_FACTOR`` times the chance level.
+
+        A run below it has not learned the task, usually because its learning rate does not
+        suit it, so its accuracy says nothing about the configuration.
+        """
+        return _mean(self.final("test_accuracy")) > CHANCE_FACTOR * self.chance
+
 
 def load_result(run: PlannedRun) -> RunResult:
     """Read a finished run's config, metrics and test predictions.
@@ -118,6 +137,7 @@ def load_result(run: PlannedRun) -> RunResult:
         record=read_json(paths[0]),
         history=read_json(paths[1]),
         correct=outputs["predictions"] == outputs["labels"],
+        classes=int(outputs["labels"].unique().numel()),
     )
 
 
@@ -343,6 +363,7 @@ def _paper_gaps(
 ) -> str:
     """State, computed from the runs, where each configuration is below or above the paper."""
     lines = [_budget_sentence(records), ""]
+    lines += _untrained_notes(groups)
     for group in groups:
         paper = group.paper
         if paper is None:
@@ -365,6 +386,24 @@ def _paper_gaps(
                 f"Linear; here it is {_relation(gap)} Linear."
             )
     return "\n".join(lines)
+
+
+def _untrained_notes(groups: Sequence[Group]) -> list[str]:
+    """Name each configuration that stayed near chance, before any comparison with the paper."""
+    lines = []
+    for group in groups:
+        if group.learned:
+            continue
+        accuracy = _mean(group.final("test_accuracy"))
+        lines.append(
+            f"- {group.label} did not learn: its mean test accuracy {accuracy:.4f} is at most "
+            f"{CHANCE_FACTOR} times the chance level {group.chance:.4f}, so its settings do not "
+            "suit it and its verdicts are withheld. Tune its learning rate on the validation "
+            "split (python -m examples.defrag tune --variants NAME --lr ...)."
+        )
+    if lines:
+        lines.append("")
+    return lines
 
 
 def _paper_gap(group: Group, baseline: Group) -> tuple[float, str] | None:
@@ -422,6 +461,9 @@ def _ordering_verdicts(groups: Sequence[Group], baseline: Group | None) -> list[
         paper_gap, paper_text = paper
         direction = "above" if paper_gap > 0 else "below"
         claim = f"{group.label} is {direction} Linear (paper: {paper_text})"
+        if not (group.learned and baseline.learned):
+            lines.append(f"- {claim}: withheld, a configuration did not learn (see above).")
+            continue
         difference = _difference_to_baseline(group, baseline)
         p_value = _p_value_against_baseline(group, baseline)
         if difference is None or p_value is None:
@@ -468,6 +510,11 @@ def _target_verdicts(groups: Sequence[Group]) -> list[str]:
         accuracies = group.final("test_accuracy")
         mean = _mean(accuracies)
         target = paper.accuracy
+        if not group.learned:
+            lines.append(
+                f"- {group.label} reaches the paper's {paper.text}: withheld, it did not learn."
+            )
+            continue
         text = f"- {group.label} reaches the paper's {paper.text}: "
         if paper.relation == ">":
             text = f"- {group.label} is above {target:.4f}, as in the paper: "
@@ -486,11 +533,14 @@ def _target_verdicts(groups: Sequence[Group]) -> list[str]:
 def _cluster_verdicts(groups: Sequence[Group]) -> list[str]:
     """Verdicts on "DEFRAG has the best silhouette score and distance ratio"."""
     defrag = [group for group in groups if group.variant.name == "defrag"]
-    others = [group for group in groups if group.variant.name != "defrag"]
+    others = [group for group in groups if group.variant.name != "defrag" and group.learned]
     if not defrag or not others:
         return []
     lines = []
     for group in defrag:
+        if not group.learned:
+            lines.append(f"- {group.label} leads the cluster metrics: withheld, it did not learn.")
+            continue
         for key, claim, best_of in CLUSTER_METRICS:
             rival = best_of(others, key=lambda other: _mean_or_nan(other.final(key), best_of))
             ours, theirs = _mean(group.final(key)), _mean(rival.final(key))

@@ -261,6 +261,24 @@ def test_mnist_report_uses_figure3_values(tmp_path):
     assert "Softplus reaches" not in text
 
 
+def test_report_withholds_untrained_verdicts(tmp_path):
+    # Field case: MNIST softplus at the shared learning rate 0.1 stayed at 0.1075 for 20 epochs,
+    # and the report confirmed "Softplus is below Linear" from that failed run.
+    planned = plan(tmp_path, ["softplus", "linear", "defrag"], seeds=(0, 1), dataset="mnist")
+    for run, correct in zip(planned, [21, 199, 196, 22, 198, 197], strict=True):
+        write_fake_run(run, correct, test_split_only=True)
+
+    text = render(planned)
+
+    assert (
+        "- Softplus did not learn: its mean test accuracy 0.1075 is at most 1.5 times the "
+        "chance level 0.1000" in text
+    )
+    assert "- Softplus is below Linear (paper: more than 0.1040 below): withheld" in text
+    assert "best other: Softplus" not in text
+    assert "- DEFRAG (polar, rsgd) is above 0.9900, as in the paper: no" in text
+
+
 def test_report_without_baseline(tmp_path):
     planned = plan(tmp_path, ["relu"])
     write_fake_run(planned[0], 100, test_split_only=True)
