@@ -102,9 +102,10 @@ def add_compare_arguments(parser: argparse.ArgumentParser) -> None:
         nargs="+",
         type=Path,
         default=[],
-        metavar="PNG",
+        metavar="FILE",
         help="images to embed in the report, such as the figure3.png and curves.png that plot "
-        "draws; linked relative to the report's folder (default: none)",
+        "draws, linked relative to the report's folder; a name that starts with figure3 or "
+        "curves gets the caption of that plot, any other its file name (default: none)",
     )
 
 
@@ -154,9 +155,11 @@ def run_compare(args: argparse.Namespace, argv: Sequence[str]) -> Path:
     return results_path
 
 
+# Captions of the images that plot draws, by the stem that their file names start with.
 FIGURE_CAPTIONS = {
-    FIGURE3_NAME: "2-D test features of each configuration, laid out as the paper's Figure 3",
-    CURVES_NAME: "Training loss and test accuracy per epoch",
+    Path(FIGURE3_NAME).stem: "2-D test features of each configuration, laid out as the paper's "
+    "Figure 3",
+    Path(CURVES_NAME).stem: "Training loss and test accuracy per epoch",
 }
 
 
@@ -170,11 +173,18 @@ def _figure_links(figures: Sequence[Path], results_path: Path) -> list[tuple[str
     if missing:
         raise cli.OptionConflict(
             f"--figures {' '.join(missing)}: no such file. Draw the figures first with "
-            "python -m examples.defrag plot --runs ..., then pass the files it wrote."
+            "python -m examples.defrag plot --runs ..., then pass the image files it wrote."
         )
     links = []
     for figure in figures:
         link = Path(os.path.relpath(figure.resolve(), results_path.resolve().parent)).as_posix()
-        caption = FIGURE_CAPTIONS.get(figure.name, figure.stem.replace("_", " "))
-        links.append((link, caption))
+        links.append((f"<{link}>", _caption(figure)))
     return links
+
+
+def _caption(figure: Path) -> str:
+    """Return the caption of a plot image, by the start of its file name, else the name."""
+    for stem, caption in FIGURE_CAPTIONS.items():
+        if figure.stem.startswith(stem):
+            return caption
+    return figure.stem.replace("_", " ").replace("-", " ")

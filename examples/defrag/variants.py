@@ -17,7 +17,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
+
+PAPER_RELATIONS = ("=", "~", ">")
 
 
 @dataclass(frozen=True)
@@ -93,7 +95,13 @@ class PaperValue:
     """
 
     accuracy: float
-    relation: str = "="
+    relation: Literal["=", "~", ">"] = "="
+
+    def __post_init__(self) -> None:
+        if self.relation not in PAPER_RELATIONS:
+            raise ValueError(
+                f"relation must be one of {', '.join(PAPER_RELATIONS)}, got {self.relation!r}."
+            )
 
     @property
     def text(self) -> str:
@@ -104,16 +112,18 @@ class PaperValue:
     def gap_to(self, baseline: PaperValue) -> tuple[float, str] | None:
         """Return the paper's accuracy gap to ``baseline`` and its wording, when it says one.
 
-        Two printed (or rough) values give their difference. A value below a lower bound is
-        below by more than the distance to the bound. Two lower bounds, or a value above a
-        bound, leave the order open, and the result is None.
+        Two printed (or rough) values give their difference, unless they are equal. A value
+        below a lower bound is below by more than the distance to the bound, and a lower bound
+        above a value is above it by more than their distance. Two lower bounds, a value at or
+        above a bound, or a bound equal to a value leave the order open, and the result is
+        None.
         """
         gap = self.accuracy - baseline.accuracy
         if self.relation != ">" and baseline.relation != ">":
-            return gap, f"{gap:+.4f}"
+            return None if gap == 0 else (gap, f"{gap:+.4f}")
         if self.relation != ">" and gap < 0:
             return gap, f"more than {-gap:.4f} below"
-        if baseline.relation != ">" and self.relation == ">" and gap >= 0:
+        if baseline.relation != ">" and self.relation == ">" and gap > 0:
             return gap, f"more than {gap:.4f} above"
         return None
 
@@ -124,11 +134,13 @@ class PaperResults:
 
     Attributes:
         source: Where in the paper they are, such as ``"Table 2"``.
+        feature_dim: Width of the feature layer of those runs.
         accuracies: Reported accuracy per preset name; presets that the paper does not run on
             this dataset are missing.
     """
 
     source: str
+    feature_dim: int
     accuracies: Mapping[str, PaperValue]
 
 
@@ -138,6 +150,7 @@ class PaperResults:
 PAPER_RESULTS: dict[str, PaperResults] = {
     "fashion-mnist": PaperResults(
         "Table 2",
+        8,
         {
             "relu": PaperValue(0.9347),
             "linear": PaperValue(0.9369),
@@ -149,6 +162,7 @@ PAPER_RESULTS: dict[str, PaperResults] = {
     ),
     "mnist": PaperResults(
         "Figure 3",
+        2,
         {
             "softplus": PaperValue(0.886, "~"),
             "linear": PaperValue(0.990, ">"),

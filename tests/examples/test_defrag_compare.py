@@ -31,9 +31,13 @@ def plan(
     optimizers=("rsgd",),
     aux=(),
     dataset="fashion-mnist",
+    feature_dim=None,
 ):
     specs = runner.build_grid(names, retractions, optimizers, seeds)
-    options = runner.GridOptions(shared=("--dataset", dataset, "--epochs", "2"), aux=tuple(aux))
+    if feature_dim is None:
+        feature_dim = 2 if dataset == "mnist" else 8
+    shared = ("--dataset", dataset, "--feature-dim", str(feature_dim), "--epochs", "2")
+    options = runner.GridOptions(shared=shared, aux=tuple(aux))
     return runner.plan_runs(specs, options, tmp_path)
 
 
@@ -104,12 +108,21 @@ def test_presets_cover_paper_rows():
         (PaperValue(0.995, ">"), PaperValue(0.9369), "more than 0.0581 above"),
         (PaperValue(0.99, ">"), PaperValue(0.99, ">"), None),
         (PaperValue(0.995), PaperValue(0.99, ">"), None),
+        (PaperValue(0.99, ">"), PaperValue(0.99), None),
+        (PaperValue(0.9369), PaperValue(0.9369), None),
+        (PaperValue(0.9, ">"), PaperValue(0.95), None),
+        (PaperValue(0.886, "~"), PaperValue(0.9369), "-0.0509"),
     ],
 )
 def test_paper_gap_only_where_the_paper_orders(value, baseline, expected):
     gap = value.gap_to(baseline)
 
     assert (gap if gap is None else gap[1]) == expected
+
+
+def test_paper_value_rejects_unknown_relation():
+    with pytest.raises(ValueError, match="relation must be one of =, ~, >, got '<'"):
+        PaperValue(0.9, "<")
 
 
 def test_every_preset_parses(tmp_path):
@@ -271,12 +284,75 @@ def test_report_withholds_untrained_verdicts(tmp_path):
     text = render(planned)
 
     assert (
-        "- Softplus did not learn: its mean test accuracy 0.1075 is at most 1.5 times the "
-        "chance level 0.1000" in text
+        "- Softplus did not learn in 2 of 2 runs: test accuracy 0.1050 (seed 0), 0.1100 "
+        "(seed 1), at most 1.5 times the chance level 0.1000." in text
     )
+    assert "tune --variants softplus --lr ..." in text
     assert "- Softplus is below Linear (paper: more than 0.1040 below): withheld" in text
-    assert "best other: Softplus" not in text
     assert "- DEFRAG (polar, rsgd) is above 0.9900, as in the paper: no" in text
+
+
+def test_report_names_failed_seed_among_good(tmp_path):
+    # One failed seed must not hide behind a mean that the good seed lifts above the threshold.
+    planned = plan(tmp_path, ["softplus", "linear"], seeds=(0, 1), dataset="mnist")
+    for run, correct in zip(planned, [21, 199, 190, 198], strict=True):
+        write_fake_run(run, correct, test_split_only=True)
+
+    text = render(planned)
+
+    assert "- Softplus did not learn in 1 of 2 runs: test accuracy 0.1050 (seed 0)," in text
+    assert "- Softplus is below Linear (paper: more than 0.1040 below): withheld" in text
+
+
+def test_report_withholds_untrained_baseline(tmp_path):
+    planned = plan(tmp_path, ["linear", "defrag"], dataset="mnist")
+    write_fake_run(planned[0], 20, test_split_only=True)
+    write_fake_run(planned[1], 198, test_split_only=True)
+
+    text = render(planned)
+
+    assert "- Linear is above 0.9900, as in the paper: withheld, a run did not learn" in text
+    assert (
+        "- DEFRAG (polar, rsgd) leads the silhouette score and distance ratio: withheld, no "
+        "other configuration learned" in text
+    )
+
+
+def test_report_chance_boundary(tmp_path):
+    # 30 of 200 is exactly 1.5 times the chance level of ten classes: not trained.
+    planned = plan(tmp_path, ["linear"])
+    write_fake_run(planned[0], 30)
+
+    text = render(planned)
+
+    assert "- Linear did not learn in 1 of 1 runs: test accuracy 0.1500 (seed 0)" in text
+
+
+def test_mnist_other_width_gets_no_paper_values(tmp_path):
+    planned = plan(tmp_path, ["linear", "defrag"], dataset="mnist", feature_dim=8)
+    for run in planned:
+        write_fake_run(run, 198, test_split_only=True)
+
+    text = render(planned)
+
+    assert "| Configuration | Paper (none) |" in text
+    assert "above 0.9900" not in text
+    assert "lower bound" not in text
+    assert "except the paper's accuracies" not in text
+
+
+def test_lower_bound_wording(tmp_path):
+    planned = plan(tmp_path, ["linear", "defrag"], dataset="mnist")
+    write_fake_run(planned[0], 199, test_split_only=True)
+    write_fake_run(planned[1], 198, test_split_only=True)
+
+    text = render(planned)
+
+    assert "mean test accuracy 0.9950 is 0.0050 above the paper's lower bound 0.9900." in text
+    assert (
+        "- DEFRAG (polar, rsgd) is above 0.9900, as in the paper: no, mean 0.9900 is "
+        "equal to (within 0.00005) it." in text
+    )
 
 
 def test_report_without_baseline(tmp_path):
@@ -368,4 +444,31 @@ def test_compare_embeds_figures_relative_to_the_report(tmp_path):
 
     text = results.read_text()
     caption = "2-D test features of each configuration, laid out as the paper's Figure 3"
-    assert f"## Figures\n\n![{caption}](img/figure3.png)\n\n*{caption}*" in text
+    assert f"## Figures\n\n![{caption}](<img/figure3.png>)\n\n*{caption}*" in text
+
+
+def test_compare_figure_names_and_spaces(tmp_path):
+    planned = plan(tmp_path / "runs", ["linear"])
+    write_fake_run(planned[0], 180)
+    folder = tmp_path / "my figures"
+    folder.mkdir()
+    curves = folder / "curves-mnist.png"
+    other = folder / "feature_norms.png"
+    for image in (curves, other):
+        image.write_bytes(b"png")
+    argv = ["--variants", "linear", "--epochs", "2", "--output-dir", str(tmp_path / "runs")]
+
+    main(["compare", *argv, "--figures", str(curves), str(other)])
+
+    text = (tmp_path / "runs" / "RESULTS.md").read_text()
+    caption = "Training loss and test accuracy per epoch"
+    assert f"![{caption}](<../my figures/curves-mnist.png>)" in text
+    assert "![feature norms](<../my figures/feature_norms.png>)" in text
+
+
+def test_compare_rejects_figure_folder(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["compare", "--output-dir", str(tmp_path), "--figures", str(tmp_path)])
+
+    assert exit_info.value.code == 2
+    assert "no such file" in capsys.readouterr().err
