@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from grassmann_nn import Grassmann, Stiefel, principal_angles
+from grassmann_nn.manifolds import grassmann as grassmann_module
 from grassmann_nn.testing import tolerance
 
 MANIFOLD = Grassmann()
@@ -178,3 +179,81 @@ def test_repr_names_retraction():
 def test_proju_rejects_mismatched_shapes():
     with pytest.raises(ValueError, match=r"expected \(20, 3\), got \(20, 4\)"):
         MANIFOLD.proju(orthonormal(20, 3), torch.zeros(20, 4, dtype=torch.float64))
+
+
+def geodesic_endpoint(x, angles, seed=3):
+    """Return y whose principal angles to x are ``angles``, along a geodesic from x."""
+    n, p = x.shape
+    normal = orthonormal(n, 2 * p, seed=seed)
+    normal = normal - x @ (x.T @ normal)
+    directions = torch.linalg.qr(normal)[0][:, :p]
+    angles = torch.as_tensor(angles, dtype=x.dtype)
+    return x * torch.cos(angles) + directions * torch.sin(angles)
+
+
+@pytest.mark.parametrize(
+    "angles",
+    [
+        [0.0, 0.0, 0.0],
+        [1e-4, 1e-4, 2e-4],
+        [0.3, 0.3, 0.3],
+        [0.2, 0.7, 1.1],
+        [0.4, 1.0, 1.5],
+    ],
+    ids=["same-subspace", "tiny-equal", "equal", "distinct", "near-cut-locus"],
+)
+def test_gradcheck_logmap(angles):
+    # The first three cases have coinciding principal angles, where the SVD backward divides
+    # by zero. The last one has an angle above 77 degrees, so it takes the SVD form.
+    x = orthonormal(9, 3)
+    y = geodesic_endpoint(x, angles) @ rotation(3)
+
+    assert torch.autograd.gradcheck(MANIFOLD.logmap, (x.requires_grad_(), y.requires_grad_()))
+
+
+def test_logmap_gradient_finite_at_same_subspace():
+    x = orthonormal(20, 4).requires_grad_()
+    y = (x.detach() @ rotation(4)).requires_grad_()
+
+    MANIFOLD.logmap(x, y).pow(2).sum().backward()
+
+    assert torch.isfinite(x.grad).all()
+    assert torch.isfinite(y.grad).all()
+
+
+@pytest.mark.parametrize("angle", [1e-6, 0.1, 0.7, 1.2, 1.34])
+def test_logmap_forms_agree(angle):
+    x = orthonormal(16, 4)
+    y = geodesic_endpoint(x, [angle / 3, angle / 2, angle, angle]) @ rotation(4)
+    overlap = x.T @ y
+
+    by_function = grassmann_module._logmap_matrix_function(overlap, y - x @ overlap)
+    by_svd = grassmann_module._logmap_svd(x, y)
+
+    torch.testing.assert_close(by_function, by_svd, rtol=0, atol=tolerance(torch.float64, 16))
+
+
+def sine_ratio_series(sine2, terms=40):
+    """Return the sine ratio and its derivative from 40 terms of the Taylor series."""
+    coefficients = [
+        (2**k * math.factorial(k)) ** 2 / math.factorial(2 * k + 1) for k in range(terms)
+    ]
+    ratio = sum(c * sine2**k for k, c in enumerate(coefficients))
+    slope = sum(k * c * sine2 ** (k - 1) for k, c in enumerate(coefficients) if k > 0)
+    return ratio, slope
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_sine_ratio_series_meets_closed_form(dtype):
+    # On both sides of the switch, the ratio is within a few units of roundoff of a long
+    # series. The derivative's closed form cancels digits, about 1 / (2 * bound) of them.
+    bound = grassmann_module._SERIES_BELOW[dtype]
+    sine2 = torch.tensor([bound * 0.999, bound * 1.001], dtype=torch.float64)
+    expected, expected_slope = sine_ratio_series(sine2)
+    eps = torch.finfo(dtype).eps
+
+    ratio = grassmann_module._sine_ratio(sine2.to(dtype)).double()
+    slope = grassmann_module._sine_ratio_derivative(sine2.to(dtype)).double()
+
+    torch.testing.assert_close(ratio, expected, rtol=4 * eps, atol=0)
+    torch.testing.assert_close(slope, expected_slope, rtol=2 * eps / bound, atol=0)
