@@ -758,13 +758,21 @@ def render_provenance(path: Path, provenance: Mapping[str, str]) -> str:
 
 def _runs_table(results: Sequence[RunResult]) -> str:
     """Render one row per run with its folder, result and exact train command."""
-    rows = ["| Run folder | Test accuracy | Command |", "|---|---|---|"]
+    rows = ["| Run folder | Test accuracy | Device | Command |", "|---|---|---|---|"]
     for result in results:
         rows.append(
             f"| `{result.run.output_dir.name}` | {result.final['test_accuracy']:.4f} "
-            f"| `{result.run.command}` |"
+            f"| {_device_text(result.record)} | `{result.run.command}` |"
         )
     return "\n".join(rows)
+
+
+def _device_text(record: dict[str, Any]) -> str:
+    """Name the device a run trained on, with the GPU model for a CUDA run."""
+    gpu = record.get("machine", {}).get("gpu")
+    if str(record["device"]).startswith("cuda") and gpu:
+        return f"{record['device']} ({gpu})"
+    return str(record["device"])
 
 
 # ---------------------------------------------------------------------------------------------

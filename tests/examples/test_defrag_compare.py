@@ -355,6 +355,22 @@ def test_lower_bound_wording(tmp_path):
     )
 
 
+def test_report_names_device_per_run(tmp_path):
+    planned = plan(tmp_path, ["linear", "defrag"])
+    write_fake_run(planned[0], 180)
+    write_fake_run(planned[1], 180)
+    record_path = planned[1].output_dir / "config.json"
+    record = json.loads(record_path.read_text())
+    record["device"] = "cuda:0"
+    record["machine"]["gpu"] = "Test GPU"
+    record_path.write_text(json.dumps(record))
+
+    text = render(planned)
+
+    assert "| `linear-seed0` | 0.9000 | cpu |" in text
+    assert "| `defrag-polar-rsgd-seed0` | 0.9000 | cuda:0 (Test GPU) |" in text
+
+
 def test_report_without_baseline(tmp_path):
     planned = plan(tmp_path, ["relu"])
     write_fake_run(planned[0], 100, test_split_only=True)
