@@ -3,8 +3,9 @@
 The grid is presets x retractions x optimizers x seeds (the retractions and optimizers apply to
 the Grassmann preset only). Each run writes into its own subfolder of ``--output-dir``, and the
 command can be rerun at any time: finished runs are skipped and interrupted ones resume from
-their checkpoints. The report (``examples.defrag.report``) is rewritten from all runs at the
-end.
+their checkpoints. A run whose loss or a gradient becomes inf or NaN is marked as diverged
+(``diverged.txt`` in its folder) and the grid goes on. The report (``examples.defrag.report``)
+is rewritten from all runs at the end, and it lists the diverged ones.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from examples.defrag import cli, report, runner
-from examples.defrag.checkpoint import write_atomically
+from examples.defrag.checkpoint import RunError, write_atomically
 from examples.defrag.config import OPTIMIZERS, RETRACTIONS
 from examples.defrag.hparams import load_hparams
 from examples.defrag.plot import CURVES_NAME, FIGURE3_NAME
@@ -130,7 +131,8 @@ def run_compare(args: argparse.Namespace, argv: Sequence[str]) -> Path:
 
     Raises:
         examples.defrag.cli.OptionConflict: When the options contradict a preset.
-        examples.defrag.checkpoint.RunError: When a run folder contains a run with other settings.
+        examples.defrag.checkpoint.RunError: When a run folder contains a run with other
+            settings, or when every run of the grid diverged.
         examples.defrag.data.DatasetError: When the dataset is missing or corrupt.
     """
     _check_grid_options(args)
@@ -141,11 +143,19 @@ def run_compare(args: argparse.Namespace, argv: Sequence[str]) -> Path:
     planned = runner.plan_runs(specs, runner.GridOptions.from_args(args), args.output_dir, hparams)
     runs = "run" if len(planned) == 1 else "runs"
     print(f"Comparison of {len(planned)} {runs} in {args.output_dir}.")
-    runner.execute(planned)
+    runner.execute(planned, keep_going=True)
 
-    results = [report.load_result(run) for run in planned]
+    diverged = [run for run in planned if runner.has_diverged(run)]
+    if len(diverged) == len(planned):
+        raise RunError(
+            "Every run of the grid diverged, so there is nothing to report; "
+            f"{diverged[0].output_dir / runner.DIVERGED_NAME} gives the first error. Lower "
+            "--lr or --lambda, delete the run folders, and run the command again."
+        )
+    results = [report.load_result(run) for run in planned if run not in diverged]
+    divergences = [report.load_divergence(run) for run in diverged]
     command = shlex.join(["python", "-m", "examples.defrag", *argv])
-    text = report.render_report(results, command, args.output_dir, figures)
+    text = report.render_report(results, command, args.output_dir, figures, divergences)
     if hparams is not None:
         text += "\n" + report.render_provenance(args.hparams, hparams.provenance)
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 import statistics
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -38,7 +38,7 @@ from examples.defrag.checkpoint import (
     read_json,
 )
 from examples.defrag.data import DATASET_TITLES, class_names
-from examples.defrag.runner import PlannedRun
+from examples.defrag.runner import DIVERGED_NAME, PlannedRun
 from examples.defrag.variants import (
     BASELINE_VARIANT,
     PAPER_RESULTS,
@@ -84,6 +84,19 @@ class RunResult:
 
 
 @dataclass(frozen=True)
+class Divergence:
+    """A run that stopped because its loss or a gradient became inf or NaN.
+
+    Attributes:
+        run: The planned run.
+        message: The error that stopped it, as ``DIVERGED_NAME`` in its folder records it.
+    """
+
+    run: PlannedRun
+    message: str
+
+
+@dataclass(frozen=True)
 class McNemarResult:
     """McNemar's exact test of one run against the baseline run of the same seed.
 
@@ -106,6 +119,7 @@ class Group:
     variant: Variant
     results: list[RunResult]
     paper: PaperValue | None = None
+    diverged: list[Divergence] = field(default_factory=list)
 
     @property
     def seeds(self) -> list[int]:
@@ -123,8 +137,8 @@ class Group:
 
     @property
     def learned(self) -> bool:
-        """Whether every run of the configuration learned, so that its verdicts can be given."""
-        return not self.untrained_seeds
+        """Whether every run finished and learned, so that the verdicts can be given."""
+        return not self.untrained_seeds and not self.diverged
 
 
 def load_result(run: PlannedRun) -> RunResult:
@@ -147,6 +161,12 @@ def load_result(run: PlannedRun) -> RunResult:
         history=read_json(paths[1]),
         correct=outputs["predictions"] == outputs["labels"],
     )
+
+
+def load_divergence(run: PlannedRun) -> Divergence:
+    """Read the error that stopped a run marked as diverged."""
+    message = (run.output_dir / DIVERGED_NAME).read_text(encoding="utf-8").strip()
+    return Divergence(run, message)
 
 
 def mcnemar_exact(baseline_correct: torch.Tensor, variant_correct: torch.Tensor) -> McNemarResult:
@@ -184,12 +204,18 @@ def paired_t_test(variant: Sequence[float], baseline: Sequence[float]) -> float 
     return float(scipy.stats.ttest_rel(variant, baseline).pvalue)
 
 
-def group_results(results: Sequence[RunResult], paper: PaperResults | None = None) -> list[Group]:
+def group_results(
+    results: Sequence[RunResult],
+    paper: PaperResults | None = None,
+    divergences: Sequence[Divergence] = (),
+) -> list[Group]:
     """Group runs that differ only in the seed, in the order of the grid.
 
     Args:
         results: The finished runs.
         paper: The paper's accuracies on the runs' dataset, or None to attach none.
+        divergences: Runs that diverged. Each joins the group of its configuration, and
+            a configuration with no finished run gets no group.
     """
     groups: dict[tuple[str, str | None, str | None], Group] = {}
     for result in results:
@@ -198,6 +224,11 @@ def group_results(results: Sequence[RunResult], paper: PaperResults | None = Non
             value = None if paper is None else paper.accuracies.get(spec.variant.name)
             groups[spec.group] = Group(spec.label, spec.variant, [], value)
         groups[spec.group].results.append(result)
+
+    for divergence in divergences:
+        group = groups.get(divergence.run.spec.group)
+        if group is not None:
+            group.diverged.append(divergence)
     return list(groups.values())
 
 
@@ -226,19 +257,21 @@ def render_report(
     command: str,
     output_dir: Path,
     figures: Sequence[tuple[str, str]] = (),
+    divergences: Sequence[Divergence] = (),
 ) -> str:
     """Render the whole report as markdown.
 
     Args:
-        results: The finished runs of the grid.
+        results: The finished runs of the grid, at least one.
         command: The ``compare`` command line that produced them.
         output_dir: The folder that contains the run folders.
         figures: ``(link, caption)`` of each image to embed, with links relative to the
             report's folder.
+        divergences: The runs of the grid that diverged.
     """
     records = [result.record for result in results]
     paper = paper_results(records)
-    groups = group_results(results, paper)
+    groups = group_results(results, paper, divergences)
     baseline = next((group for group in groups if group.variant.name == BASELINE_VARIANT), None)
     dataset = _joined(records, lambda record: DATASET_TITLES[record["dataset"]])
     generated = datetime.now().astimezone().isoformat(timespec="seconds")
@@ -255,7 +288,7 @@ def render_report(
         _accuracy_table(groups, baseline, source),
         _table_notes(groups, baseline),
         "## Where the results differ from the paper",
-        _paper_gaps(groups, baseline, records),
+        _paper_gaps(groups, baseline, records, divergences),
         "## Verdicts on the paper's claims",
         _verdicts(groups, baseline),
         *_figures(figures),
@@ -265,7 +298,7 @@ def render_report(
         _setup(records, command),
         _hyperparameter_table(groups),
         "## Runs",
-        _runs_table(results),
+        _runs_table(results, divergences),
     ]
     return "\n\n".join(sections) + "\n"
 
@@ -375,11 +408,14 @@ def _table_notes(groups: Sequence[Group], baseline: Group | None) -> str:
 
 
 def _paper_gaps(
-    groups: Sequence[Group], baseline: Group | None, records: Sequence[dict[str, Any]]
+    groups: Sequence[Group],
+    baseline: Group | None,
+    records: Sequence[dict[str, Any]],
+    divergences: Sequence[Divergence],
 ) -> str:
     """State, computed from the runs, where each configuration is below or above the paper."""
     lines = [_budget_sentence(records), ""]
-    lines += _untrained_notes(groups)
+    lines += _failure_notes(groups, divergences)
     for group in groups:
         paper = group.paper
         if paper is None:
@@ -404,28 +440,61 @@ def _paper_gaps(
     return "\n".join(lines)
 
 
-def _untrained_notes(groups: Sequence[Group]) -> list[str]:
-    """Name each configuration that stayed near chance, before any comparison with the paper."""
+def _failure_notes(groups: Sequence[Group], divergences: Sequence[Divergence]) -> list[str]:
+    """Name each run that diverged or stayed near chance, before any comparison with the paper.
+
+    Both withhold the verdicts on their configuration, because a failed run says nothing about
+    the configuration, and its settings, most often the learning rate, do not suit it.
+    """
     lines = []
     for group in groups:
-        failed = [result for result in group.results if not result.learned]
-        if not failed:
-            continue
-        accuracies = ", ".join(
-            f"{result.final['test_accuracy']:.4f} (seed {result.run.spec.seed})"
-            for result in failed
-        )
-        lines.append(
-            f"- {group.label} did not learn in {len(failed)} of {len(group.results)} runs: "
-            f"test accuracy {accuracies}, at most {CHANCE_FACTOR} times the chance level "
-            f"{failed[0].chance:.4f}. The verdicts on {group.label} are withheld. Most often "
-            "the learning rate does not suit the configuration: tune it on the validation "
-            f"split with `python -m examples.defrag tune --variants {group.variant.name} "
-            "--lr ...` and the data options of the train commands under Runs."
-        )
+        lines += _diverged_note(group.label, group.diverged, len(group.results))
+        lines += _untrained_note(group)
+
+    grouped = {id(divergence) for group in groups for divergence in group.diverged}
+    orphans: dict[str, list[Divergence]] = {}
+    for divergence in divergences:
+        if id(divergence) not in grouped:
+            orphans.setdefault(divergence.run.spec.label, []).append(divergence)
+    for label, diverged in orphans.items():
+        lines += _diverged_note(label, diverged, 0)
+
     if lines:
         lines.append("")
     return lines
+
+
+def _diverged_note(label: str, diverged: Sequence[Divergence], finished: int) -> list[str]:
+    """Describe the diverged runs of one configuration, or nothing without any."""
+    if not diverged:
+        return []
+    seeds = "; ".join(f"seed {item.run.spec.seed}: {item.message}" for item in diverged)
+    total = len(diverged) + finished
+    name = diverged[0].run.spec.variant.name
+    return [
+        f"- {label} diverged in {len(diverged)} of {total} runs ({seeds}). The verdicts on "
+        f"{label} are withheld. Lower its learning rate or lambda, or tune them on the "
+        f"validation split with `python -m examples.defrag tune --variants {name} ...`."
+    ]
+
+
+def _untrained_note(group: Group) -> list[str]:
+    """Describe the runs of one configuration that stayed near chance, or nothing."""
+    failed = [result for result in group.results if not result.learned]
+    if not failed:
+        return []
+    accuracies = ", ".join(
+        f"{result.final['test_accuracy']:.4f} (seed {result.run.spec.seed})" for result in failed
+    )
+    total = len(group.results) + len(group.diverged)
+    return [
+        f"- {group.label} did not learn in {len(failed)} of {total} runs: "
+        f"test accuracy {accuracies}, at most {CHANCE_FACTOR} times the chance level "
+        f"{failed[0].chance:.4f}. The verdicts on {group.label} are withheld. Most often "
+        "the learning rate does not suit the configuration: tune it on the validation "
+        f"split with `python -m examples.defrag tune --variants {group.variant.name} "
+        "--lr ...` and the data options of the train commands under Runs."
+    ]
 
 
 def _paper_value_name(paper: PaperValue) -> str:
@@ -492,7 +561,10 @@ def _ordering_verdicts(groups: Sequence[Group], baseline: Group | None) -> list[
         direction = "above" if paper_gap > 0 else "below"
         claim = f"{group.label} is {direction} Linear (paper: {paper_text})"
         if not (group.learned and baseline.learned):
-            lines.append(f"- {claim}: withheld, a configuration did not learn (see above).")
+            lines.append(
+                f"- {claim}: withheld, a run of one of the two diverged or did not learn "
+                "(see above)."
+            )
             continue
         difference = _difference_to_baseline(group, baseline)
         p_value = _p_value_against_baseline(group, baseline)
@@ -544,7 +616,7 @@ def _target_verdicts(groups: Sequence[Group]) -> list[str]:
         if paper.relation == ">":
             claim = f"- {group.label} is above {target:.4f}, as in the paper: "
         if not group.learned:
-            lines.append(claim + "withheld, a run did not learn (see above).")
+            lines.append(claim + "withheld, a run diverged or did not learn (see above).")
             continue
 
         # Means are printed to 4 digits, so a mean that rounds to the target counts as equal.
@@ -571,7 +643,7 @@ def _cluster_verdicts(groups: Sequence[Group]) -> list[str]:
     for group in defrag:
         claim = f"- {group.label} leads the silhouette score and distance ratio: "
         if not group.learned:
-            lines.append(claim + "withheld, a run did not learn (see above).")
+            lines.append(claim + "withheld, a run diverged or did not learn (see above).")
             continue
         if not others:
             lines.append(claim + "withheld, no other configuration learned (see above).")
@@ -756,7 +828,7 @@ def render_provenance(path: Path, provenance: Mapping[str, str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _runs_table(results: Sequence[RunResult]) -> str:
+def _runs_table(results: Sequence[RunResult], divergences: Sequence[Divergence]) -> str:
     """Render one row per run with its folder, result and exact train command."""
     rows = ["| Run folder | Test accuracy | Device | Command |", "|---|---|---|---|"]
     for result in results:
@@ -764,6 +836,9 @@ def _runs_table(results: Sequence[RunResult]) -> str:
             f"| `{result.run.output_dir.name}` | {result.final['test_accuracy']:.4f} "
             f"| {_device_text(result.record)} | `{result.run.command}` |"
         )
+    for divergence in divergences:
+        run = divergence.run
+        rows.append(f"| `{run.output_dir.name}` | diverged | n/a | `{run.command}` |")
     return "\n".join(rows)
 
 

@@ -311,7 +311,10 @@ def test_report_withholds_untrained_baseline(tmp_path):
 
     text = render(planned)
 
-    assert "- Linear is above 0.9900, as in the paper: withheld, a run did not learn" in text
+    assert (
+        "- Linear is above 0.9900, as in the paper: withheld, a run diverged or did not learn"
+        in text
+    )
     assert (
         "- DEFRAG (polar, rsgd) leads the silhouette score and distance ratio: withheld, no "
         "other configuration learned" in text
@@ -369,6 +372,46 @@ def test_report_names_device_per_run(tmp_path):
 
     assert "| `linear-seed0` | 0.9000 | cpu |" in text
     assert "| `defrag-polar-rsgd-seed0` | 0.9000 | cuda:0 (Test GPU) |" in text
+
+
+def write_diverged_run(run, message):
+    """Write the folder of a run that diverged: its config and the error that stopped it."""
+    run.output_dir.mkdir(parents=True)
+    (run.output_dir / "config.json").write_text(json.dumps(dataclasses.asdict(run.config)))
+    (run.output_dir / runner.DIVERGED_NAME).write_text(message + "\n")
+
+
+def test_compare_reports_diverged_run(tmp_path):
+    # Field case: center loss at lr 0.1 and lambda 1 diverged on MNIST seed 1, and the error
+    # stopped the whole grid before the report.
+    planned = plan(tmp_path, ["linear", "center"], seeds=(0, 1))
+    for run, correct in zip(planned[:3], [180, 184, 178], strict=True):
+        write_fake_run(run, correct)
+    message = "The gradient of parameter 0 contains inf or NaN."
+    write_diverged_run(planned[3], message)
+    argv = ["--variants", "linear", "center", "--seeds", "0", "1", "--epochs", "2"]
+
+    status = main(["compare", *argv, "--output-dir", str(tmp_path)])
+
+    text = (tmp_path / "RESULTS.md").read_text()
+    assert status == 0
+    assert f"- Center diverged in 1 of 2 runs (seed 1: {message}). The verdicts on Center" in text
+    assert "- Center is above Linear (paper: +0.0002): withheld" in text
+    assert "| `center-seed1` | diverged | n/a |" in text
+    assert "| Center | 0.9371 | 0.9200 | 0 |" in text
+
+
+def test_compare_all_runs_diverged(tmp_path, capsys):
+    planned = plan(tmp_path, ["linear"])
+    write_diverged_run(planned[0], "The training loss became nan.")
+
+    status = main(
+        ["compare", "--variants", "linear", "--epochs", "2", "--output-dir", str(tmp_path)]
+    )
+
+    assert status == 1
+    assert "Every run of the grid diverged" in capsys.readouterr().err
+    assert not (tmp_path / "RESULTS.md").exists()
 
 
 def test_report_without_baseline(tmp_path):

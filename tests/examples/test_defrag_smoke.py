@@ -98,13 +98,13 @@ def test_compare_writes_report(tmp_path, small_data, capsys):
     assert main(argv) == 0
 
     text = results.read_text()
-    assert "| Linear | 0.9369 |" in text
-    assert "| DEFRAG (polar, rsgd) | 0.9393 |" in text
+    # The paper reports MNIST accuracies for 2-D features only, so these 8-D runs get none.
+    assert "| Configuration | Paper (none) |" in text
+    assert "| Linear | n/a |" in text
     assert "(paired t, 2 seeds)" in text
     defrag = [read_metrics(output_dir / f"defrag-polar-rsgd-seed{seed}") for seed in (0, 1)]
     mean = sum(rows[-1]["test_accuracy"] for rows in defrag) / 2
-    relation = "below" if mean < 0.9393 else "above"
-    assert f"{mean:.4f} is {abs(mean - 0.9393):.4f} {relation} the paper's 0.9393" in text
+    assert f"| DEFRAG (polar, rsgd) | n/a | {mean:.4f} ± " in text
 
     capsys.readouterr()
     assert main(argv) == 0
