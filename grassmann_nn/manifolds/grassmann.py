@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch.autograd.function import once_differentiable
 
@@ -46,80 +48,89 @@ def principal_angles(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return _principal_angles(x, y)
 
 
-# logmap uses the matrix-function form while every squared sine is at most this (about 77
-# degrees), and the SVD form closer to the cut locus at 90 degrees. The matrix-function form
-# has a finite gradient where principal angles coincide, for example at y = x; near the cut
-# locus its factor (G (I - G))^{-1/2} grows without bound.
-_MATRIX_FUNCTION_MAX_SINE2 = 0.95
+# logmap uses the polar form while every squared sine is at most this, so every cosine is at
+# least 0.01 (angles up to about 89.4 degrees). Closer to the cut locus at 90 degrees, X^T Y
+# becomes singular and its polar factor is not defined, so the SVD form takes over.
+_POLAR_FORM_MAX_SINE2 = 1 - 1e-4
 
-# Below these squared sines, the sine ratio and its derivative come from their Taylor series,
-# because the closed forms cancel digits there. The truncation error of the series at these
-# bounds is below the unit roundoff of the dtype for the ratio, and within a few units for its
-# derivative.
-_SERIES_BELOW = {torch.float32: 0.03, torch.float64: 1e-3}
+# Below these squared sines, the arcsine ratio and its derivative come from their Taylor series,
+# because the closed forms cancel digits there. At these bounds, nine terms of the series are
+# accurate to the unit roundoff of the dtype.
+_SERIES_BELOW = {torch.float32: 0.1, torch.float64: 1e-2}
+
+# Taylor coefficients of arcsin(sqrt(s)) / sqrt(s) = sum_k (2k)! / (4^k (k!)^2 (2k + 1)) s^k.
+_ARCSINE_RATIO_SERIES = tuple(
+    math.factorial(2 * k) / (4**k * math.factorial(k) ** 2 * (2 * k + 1)) for k in range(9)
+)
 
 
-def _sine_ratio(sine2: torch.Tensor) -> torch.Tensor:
-    r"""Return $\psi(s) = \arcsin(\sqrt s) / \sqrt{s (1 - s)}$ for squared sines $s$ in [0, 1).
+def _power_series(coefficients: tuple[float, ...], s: torch.Tensor) -> torch.Tensor:
+    """Evaluate ``sum_k coefficients[k] * s**k`` by Horner's rule."""
+    total = torch.full_like(s, coefficients[-1])
+    for coefficient in reversed(coefficients[:-1]):
+        total = total * s + coefficient
+    return total
 
-    The Taylor series is $\psi(s) = \sum_k (2^k k!)^2 s^k / (2k + 1)!$.
-    """
+
+def _arcsine_ratio(sine2: torch.Tensor) -> torch.Tensor:
+    r"""Return $\chi(s) = \arcsin(\sqrt s) / \sqrt s$ for squared sines $s$ in [0, 1]."""
     small = sine2 < _SERIES_BELOW[sine2.dtype]
     safe = torch.where(small, 0.5, sine2)
-    closed = torch.asin(safe.sqrt()) / (safe * (1 - safe)).sqrt()
-    s = sine2
-    series = 1 + s * (2 / 3 + s * (8 / 15 + s * (16 / 35 + s * (128 / 315 + s * 256 / 693))))
-    return torch.where(small, series, closed)
+    closed = torch.asin(safe.sqrt()) / safe.sqrt()
+    return torch.where(small, _power_series(_ARCSINE_RATIO_SERIES, sine2), closed)
 
 
-def _sine_ratio_derivative(sine2: torch.Tensor) -> torch.Tensor:
-    r"""Return $\psi'(s)$ for the sine ratio $\psi$ of `_sine_ratio`."""
+def _arcsine_ratio_derivative(sine2: torch.Tensor) -> torch.Tensor:
+    r"""Return $\chi'(s) = 1 / (2 s \sqrt{1 - s}) - \arcsin(\sqrt s) / (2 s^{3/2})$ for s in
+    [0, 1)."""
     small = sine2 < _SERIES_BELOW[sine2.dtype]
     safe = torch.where(small, 0.5, sine2)
-    product = safe * (1 - safe)
-    closed = 1 / (2 * product) - torch.asin(safe.sqrt()) * (1 - 2 * safe) / (2 * product**1.5)
-    s = sine2
-    series = 2 / 3 + s * (16 / 15 + s * (48 / 35 + s * (512 / 315 + s * 1280 / 693)))
-    return torch.where(small, series, closed)
+    root = safe.sqrt()
+    closed = 1 / (2 * safe * (1 - safe).sqrt()) - torch.asin(root) / (2 * safe * root)
+    slopes = tuple(k * c for k, c in enumerate(_ARCSINE_RATIO_SERIES))[1:]
+    return torch.where(small, _power_series(slopes, sine2), closed)
 
 
-class _SineRatioOfGram(torch.autograd.Function):
-    r"""$\psi(G)$ of the sine ratio $\psi$ for symmetric G with eigenvalues in [0, 1).
+class _ArcsineRatioOfGram(torch.autograd.Function):
+    r"""$\chi(G)$ of the arcsine ratio $\chi$ for symmetric G with eigenvalues in [0, 1).
 
     Note:
         The backward pass uses the Daleckii-Krein formula: with $G = V \Lambda V^\top$, the
         gradient is $V (\Gamma \circ V^\top \bar F V) V^\top$, where
-        $\Gamma_{ij} = (\psi(\lambda_i) - \psi(\lambda_j)) / (\lambda_i - \lambda_j)$, or
-        $\psi'$ at the midpoint when the two eigenvalues are within $\sqrt{\varepsilon}$.
+        $\Gamma_{ij} = (\chi(\lambda_i) - \chi(\lambda_j)) / (\lambda_i - \lambda_j)$, or
+        $\chi'$ at the midpoint when the two eigenvalues are within $\sqrt{\varepsilon}$.
         It is finite when eigenvalues coincide, where the generic eigh backward divides by 0.
     """
 
     @staticmethod
     def forward(ctx, gram: torch.Tensor) -> torch.Tensor:
         eigenvalues, eigenvectors = torch.linalg.eigh(gram)
-        eigenvalues = eigenvalues.clamp_min(0)
+        eigenvalues = eigenvalues.clamp(0, 1)
         ctx.save_for_backward(eigenvalues, eigenvectors)
-        return (eigenvectors * _sine_ratio(eigenvalues).unsqueeze(-2)) @ transpose(eigenvectors)
+        ratios = _arcsine_ratio(eigenvalues)
+        return (eigenvectors * ratios.unsqueeze(-2)) @ transpose(eigenvectors)
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_ratio: torch.Tensor) -> torch.Tensor:
         eigenvalues, eigenvectors = ctx.saved_tensors
-        values = _sine_ratio(eigenvalues)
+        values = _arcsine_ratio(eigenvalues)
 
         gaps = eigenvalues.unsqueeze(-1) - eigenvalues.unsqueeze(-2)
         close = gaps.abs() <= torch.finfo(gaps.dtype).eps ** 0.5
         divided = (values.unsqueeze(-1) - values.unsqueeze(-2)) / torch.where(close, 1.0, gaps)
         midpoints = (eigenvalues.unsqueeze(-1) + eigenvalues.unsqueeze(-2)) / 2
-        kernel = torch.where(close, _sine_ratio_derivative(midpoints), divided)
+        kernel = torch.where(close, _arcsine_ratio_derivative(midpoints), divided)
 
         inner = transpose(eigenvectors) @ sym(grad_ratio) @ eigenvectors
         return eigenvectors @ (kernel * inner) @ transpose(eigenvectors)
 
 
-def _logmap_matrix_function(overlap: torch.Tensor, normal: torch.Tensor) -> torch.Tensor:
-    r"""Return $N \psi(N^\top N) M^\top$, the log map for $M = X^\top Y$ and $N = Y - XM$."""
-    return normal @ _SineRatioOfGram.apply(transpose(normal) @ normal) @ transpose(overlap)
+def _logmap_polar(overlap: torch.Tensor, normal: torch.Tensor) -> torch.Tensor:
+    r"""Return $N \chi(N^\top N) \operatorname{polar}(M)^\top$, the log map for $M = X^\top Y$
+    and $N = Y - XM$."""
+    ratio = _ArcsineRatioOfGram.apply(transpose(normal) @ normal)
+    return normal @ ratio @ transpose(retractions._polar_factor(overlap))
 
 
 @in_working_precision
@@ -127,8 +138,8 @@ def _logmap(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     overlap = transpose(x) @ y
     normal = y - x @ overlap
     sines2 = torch.linalg.eigvalsh(transpose(normal.detach()) @ normal.detach())
-    if bool((sines2 <= _MATRIX_FUNCTION_MAX_SINE2).all()):
-        return _logmap_matrix_function(overlap, normal)
+    if bool((sines2 <= _POLAR_FORM_MAX_SINE2).all()):
+        return _logmap_polar(overlap, normal)
     return _logmap_svd(x, y)
 
 
@@ -223,13 +234,13 @@ class Grassmann(OrthonormalFrames):
             a principal angle reaches $\pi/2$. There ``y`` lies on the cut locus of ``x``:
             several shortest geodesics exist and one of them is returned.
 
-            While every principal angle is below about 77 degrees, the same map is computed as
-            the matrix function $N \psi(N^\top N) (X^\top Y)^\top$ with
-            $N = (I - XX^\top) Y$ and $\psi(s) = \arcsin(\sqrt s) / \sqrt{s (1 - s)}$,
-            whose gradient is finite where principal angles coincide, for example at
-            ``y = x``. NOTE: beyond 77 degrees the SVD form is used, and its gradient is not
-            defined (NaN) where two principal angles coincide there. Second derivatives are
-            not implemented.
+            While every principal angle is below about 89.4 degrees, the same map is computed
+            as $N \chi(N^\top N) \operatorname{polar}(X^\top Y)^\top$ with
+            $N = (I - XX^\top) Y$ and $\chi(s) = \arcsin(\sqrt s) / \sqrt s$. Its gradient
+            has no gaps between angles in a denominator, so it is correct where principal
+            angles coincide, for example at ``y = x``. NOTE: closer to the cut locus the SVD
+            form is used, and its gradient is wrong or NaN where two principal angles
+            coincide. Second derivatives are not implemented.
         """
         self._require_shape(x)
         if x.shape != y.shape:
