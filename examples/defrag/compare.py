@@ -137,6 +137,11 @@ def run_compare(args: argparse.Namespace, argv: Sequence[str]) -> Path:
     """
     _check_grid_options(args)
     results_path = args.results or args.output_dir / RESULTS_NAME
+    if results_path.is_dir():
+        raise cli.OptionConflict(
+            f"--results {results_path} is a folder. Pass the markdown file to write, such as "
+            f"{results_path / RESULTS_NAME}."
+        )
     figures = _figure_links(args.figures, results_path)
     hparams = None if args.hparams is None else load_hparams(args.hparams)
     specs = runner.build_grid(args.variants, args.retractions, args.optimizers, args.seeds)
@@ -179,6 +184,12 @@ def _figure_links(figures: Sequence[Path], results_path: Path) -> list[tuple[str
     Raises:
         examples.defrag.cli.OptionConflict: When an image does not exist, before any training.
     """
+    folders = [str(figure) for figure in figures if figure.is_dir()]
+    if folders:
+        raise cli.OptionConflict(
+            f"--figures {' '.join(folders)}: a folder, not an image. Pass the image files in "
+            f"it, such as {Path(folders[0]) / FIGURE3_NAME}."
+        )
     missing = [str(figure) for figure in figures if not figure.is_file()]
     if missing:
         raise cli.OptionConflict(

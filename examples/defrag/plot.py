@@ -32,7 +32,7 @@ from examples.defrag.checkpoint import (
     read_json,
 )
 from examples.defrag.data import DATASET_TITLES, class_names
-from examples.defrag.variants import FIGURE3_VARIANTS, describe_run
+from examples.defrag.variants import FIGURE3_VARIANTS, describe_run, variant_of
 
 FIGURE3_NAME = "figure3.png"
 CURVES_NAME = "curves.png"
@@ -204,11 +204,17 @@ def make_plots(folders: Sequence[Path], output_dir: Path) -> list[Path]:
         The PNG files written. ``figure3.png`` is left out, with a printed note, when no run
         has 2-D features.
     """
-    runs = [load_plot_run(folder) for folder in folders]
+    diverged = [folder for folder in folders if (folder / runner.DIVERGED_NAME).is_file()]
+    for folder in diverged:
+        print(f"Skipped {folder}: the run diverged ({runner.DIVERGED_NAME} in it).")
+    runs = [load_plot_run(folder) for folder in folders if folder not in diverged]
+    if not runs:
+        raise RunError("Every run to plot diverged, so there is nothing to draw.")
     output_dir.mkdir(parents=True, exist_ok=True)
     written = []
 
     planar = [run for run in runs if run.features is not None and run.features.shape[1] == 2]
+    planar.sort(key=_figure3_position)
     if planar:
         written.append(plot_features(planar, output_dir / FIGURE3_NAME))
     else:
@@ -233,8 +239,8 @@ def plot_features(runs: Sequence[PlotRun], path: Path) -> Path:
     axes = figure.subplots(rows, _PANEL_COLUMNS, squeeze=False).ravel()
     colors = _class_colors()
 
-    for axis, run in zip(axes, runs, strict=False):
-        _scatter_panel(axis, run, colors)
+    for axis, run, label in zip(axes, runs, _curve_labels(runs), strict=False):
+        _scatter_panel(axis, run, label, colors)
 
     legend_axis = axes[len(runs)]
     legend_axis.axis("off")
@@ -257,7 +263,15 @@ def plot_features(runs: Sequence[PlotRun], path: Path) -> Path:
     return path
 
 
-def _scatter_panel(axis: Any, run: PlotRun, colors: list[Any]) -> None:
+def _figure3_position(run: PlotRun) -> int:
+    """Return the position of a run's preset among the paper's Figure 3 panels, others last."""
+    variant = variant_of(run.record)
+    if variant is None or variant.name not in FIGURE3_VARIANTS:
+        return len(FIGURE3_VARIANTS)
+    return FIGURE3_VARIANTS.index(variant.name)
+
+
+def _scatter_panel(axis: Any, run: PlotRun, label: str, colors: list[Any]) -> None:
     """Draw one run's test features, one colour per class, with accuracy and silhouette."""
     features, labels = run.features.numpy(), run.labels.numpy()
     for label in range(len(colors)):
@@ -268,8 +282,7 @@ def _scatter_panel(axis: Any, run: PlotRun, colors: list[Any]) -> None:
     silhouette = final["test_silhouette"]
     silhouette_text = "n/a" if silhouette is None else f"{silhouette:.2f}"
     axis.set_title(
-        f"{describe_run(run.record)}\ntest accuracy {final['test_accuracy']:.3f}, "
-        f"silhouette {silhouette_text}",
+        f"{label}\ntest accuracy {final['test_accuracy']:.3f}, silhouette {silhouette_text}",
         fontsize=11,
     )
     axis.set_xlabel("feature 1")
@@ -309,7 +322,8 @@ def plot_curves(runs: Sequence[PlotRun], path: Path) -> Path:
         accuracy_axis.plot(epochs, [row["test_accuracy"] for row in run.history], **style)
 
     loss_axis.set_title("Training loss (cross-entropy + lambda x auxiliary loss)")
-    loss_axis.set_ylabel("mean loss per example")
+    loss_axis.set_ylabel("mean loss per example (log scale)")
+    loss_axis.set_yscale("log")
     accuracy_axis.set_title("Test accuracy")
     accuracy_axis.set_ylabel("accuracy")
     for axis in (loss_axis, accuracy_axis):

@@ -279,18 +279,21 @@ def render_report(
     origin = f"in `{output_dir}`"
     if paper is not None:
         origin += f", except the paper's accuracies ({source} of {PAPER})"
+    origin += "."
+    if paper is not None and paper.caveat:
+        origin += " " + paper.caveat
 
     sections = [
         f"# DEFRAG comparison on {dataset}",
         f"Generated on {generated} by `{command}`. Every number is read from the run folders "
-        f"{origin}.",
+        f"{origin}",
         "## Test accuracy",
-        _accuracy_table(groups, baseline, source),
+        _accuracy_table(groups, baseline, source, _orphan_divergences(groups, divergences)),
         _table_notes(groups, baseline),
         "## Where the results differ from the paper",
-        _paper_gaps(groups, baseline, records, divergences),
+        _paper_gaps(groups, baseline, records, divergences, paper),
         "## Verdicts on the paper's claims",
-        _verdicts(groups, baseline),
+        _verdicts(groups, baseline, _orphan_divergences(groups, divergences)),
         *_figures(figures),
         "## Paired tests against Linear, per seed",
         _mcnemar_table(groups, baseline),
@@ -303,8 +306,13 @@ def render_report(
     return "\n\n".join(sections) + "\n"
 
 
-def _accuracy_table(groups: Sequence[Group], baseline: Group | None, source: str) -> str:
-    """Render the main table: one row per configuration."""
+def _accuracy_table(
+    groups: Sequence[Group],
+    baseline: Group | None,
+    source: str,
+    orphans: Mapping[str, Sequence[Divergence]],
+) -> str:
+    """Render the main table: one row per configuration, marked when a run failed."""
     header = (
         f"| Configuration | Paper ({source}) | Test accuracy | Seeds | vs paper | vs Linear "
         "| p vs Linear | Test silhouette | Distance ratio | Parameters | Train s/epoch "
@@ -316,7 +324,7 @@ def _accuracy_table(groups: Sequence[Group], baseline: Group | None, source: str
         paper = group.paper
         difference, p_text = _baseline_comparison(group, baseline)
         cells = [
-            group.label,
+            group.label + _failure_mark(group),
             "n/a" if paper is None else paper.text,
             mean_std(group.final("test_accuracy")),
             ", ".join(str(seed) for seed in group.seeds),
@@ -330,7 +338,38 @@ def _accuracy_table(groups: Sequence[Group], baseline: Group | None, source: str
             f"{_seconds_per_epoch(group, 'eval_seconds'):.1f}",
         ]
         rows.append("| " + " | ".join(cells) + " |")
+    for label, diverged in orphans.items():
+        cells = [f"{label} (diverged)", "n/a", f"diverged in all {len(diverged)} runs"]
+        rows.append("| " + " | ".join(cells + ["n/a"] * 9) + " |")
     return "\n".join(rows)
+
+
+def _failure_mark(group: Group) -> str:
+    """Return the label suffix of a configuration with failed runs, such as " (diverged)"."""
+    reasons = _failure_reasons(group)
+    return f" ({reasons})" if reasons else ""
+
+
+def _failure_reasons(group: Group) -> str:
+    """Say how the runs of a configuration failed: "diverged", "did not learn", both or ""."""
+    reasons = []
+    if group.diverged:
+        reasons.append("diverged")
+    if group.untrained_seeds:
+        reasons.append("did not learn")
+    return " and ".join(reasons)
+
+
+def _orphan_divergences(
+    groups: Sequence[Group], divergences: Sequence[Divergence]
+) -> dict[str, list[Divergence]]:
+    """Group the diverged runs of configurations that have no finished run, by label."""
+    grouped = {id(divergence) for group in groups for divergence in group.diverged}
+    orphans: dict[str, list[Divergence]] = {}
+    for divergence in divergences:
+        if id(divergence) not in grouped:
+            orphans.setdefault(divergence.run.spec.label, []).append(divergence)
+    return orphans
 
 
 def _baseline_comparison(group: Group, baseline: Group | None) -> tuple[str, str]:
@@ -412,9 +451,22 @@ def _paper_gaps(
     baseline: Group | None,
     records: Sequence[dict[str, Any]],
     divergences: Sequence[Divergence],
+    paper: PaperResults | None,
 ) -> str:
     """State, computed from the runs, where each configuration is below or above the paper."""
     lines = [_budget_sentence(records), ""]
+    if paper is None:
+        setups = _joined(
+            records,
+            lambda record: (
+                f"{DATASET_TITLES[record['dataset']]} with {record['feature_dim']}-D features"
+            ),
+        )
+        lines += [
+            f"The paper reports no accuracies for {setups}, so the runs are compared with "
+            "each other only.",
+            "",
+        ]
     lines += _failure_notes(groups, divergences)
     for group in groups:
         paper = group.paper
@@ -450,13 +502,7 @@ def _failure_notes(groups: Sequence[Group], divergences: Sequence[Divergence]) -
     for group in groups:
         lines += _diverged_note(group.label, group.diverged, len(group.results))
         lines += _untrained_note(group)
-
-    grouped = {id(divergence) for group in groups for divergence in group.diverged}
-    orphans: dict[str, list[Divergence]] = {}
-    for divergence in divergences:
-        if id(divergence) not in grouped:
-            orphans.setdefault(divergence.run.spec.label, []).append(divergence)
-    for label, diverged in orphans.items():
+    for label, diverged in _orphan_divergences(groups, divergences).items():
         lines += _diverged_note(label, diverged, 0)
 
     if lines:
@@ -468,7 +514,13 @@ def _diverged_note(label: str, diverged: Sequence[Divergence], finished: int) ->
     """Describe the diverged runs of one configuration, or nothing without any."""
     if not diverged:
         return []
-    seeds = "; ".join(f"seed {item.run.spec.seed}: {item.message}" for item in diverged)
+    seeds_by_message: dict[str, list[str]] = {}
+    for item in diverged:
+        seeds_by_message.setdefault(item.message, []).append(str(item.run.spec.seed))
+    seeds = "; ".join(
+        f"{'seed' if len(seeds) == 1 else 'seeds'} {', '.join(seeds)}: {message.rstrip('.')}"
+        for message, seeds in seeds_by_message.items()
+    )
     total = len(diverged) + finished
     name = diverged[0].run.spec.variant.name
     return [
@@ -526,7 +578,11 @@ CLUSTER_METRICS = (
 )
 
 
-def _verdicts(groups: Sequence[Group], baseline: Group | None) -> str:
+def _verdicts(
+    groups: Sequence[Group],
+    baseline: Group | None,
+    orphans: Mapping[str, Sequence[Divergence]],
+) -> str:
     """Judge each claim of the paper that the runs can test, at the 5% level.
 
     The claims are the order of each configuration against Linear where the paper's numbers
@@ -537,11 +593,12 @@ def _verdicts(groups: Sequence[Group], baseline: Group | None) -> str:
     """
     lines = [
         f"Each verdict uses the paired test of the main table (significance level "
-        f"{SIGNIFICANCE}). A difference in the paper's direction that the test cannot separate "
+        f"{SIGNIFICANCE}). A difference, in either direction, that the test cannot separate "
         "from seed-to-seed or example-to-example variation is called not distinguishable from "
         "noise.",
         "",
     ]
+    lines += [f"- {label}: withheld, every run diverged (see above)." for label in orphans]
     lines += _ordering_verdicts(groups, baseline)
     lines += _target_verdicts(groups)
     lines += _cluster_verdicts(groups)
@@ -561,9 +618,10 @@ def _ordering_verdicts(groups: Sequence[Group], baseline: Group | None) -> list[
         direction = "above" if paper_gap > 0 else "below"
         claim = f"{group.label} is {direction} Linear (paper: {paper_text})"
         if not (group.learned and baseline.learned):
+            failed = group if not group.learned else baseline
             lines.append(
-                f"- {claim}: withheld, a run of one of the two diverged or did not learn "
-                "(see above)."
+                f"- {claim}: withheld, a run of {failed.label} "
+                f"{_failure_reasons(failed).replace(' and ', ' or ')} (see above)."
             )
             continue
         difference = _difference_to_baseline(group, baseline)
@@ -616,7 +674,7 @@ def _target_verdicts(groups: Sequence[Group]) -> list[str]:
         if paper.relation == ">":
             claim = f"- {group.label} is above {target:.4f}, as in the paper: "
         if not group.learned:
-            lines.append(claim + "withheld, a run diverged or did not learn (see above).")
+            lines.append(claim + f"withheld, a run {_failure_reasons(group)} (see above).")
             continue
 
         # Means are printed to 4 digits, so a mean that rounds to the target counts as equal.
@@ -643,7 +701,7 @@ def _cluster_verdicts(groups: Sequence[Group]) -> list[str]:
     for group in defrag:
         claim = f"- {group.label} leads the silhouette score and distance ratio: "
         if not group.learned:
-            lines.append(claim + "withheld, a run diverged or did not learn (see above).")
+            lines.append(claim + f"withheld, a run {_failure_reasons(group)} (see above).")
             continue
         if not others:
             lines.append(claim + "withheld, no other configuration learned (see above).")

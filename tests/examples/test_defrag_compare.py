@@ -311,10 +311,8 @@ def test_report_withholds_untrained_baseline(tmp_path):
 
     text = render(planned)
 
-    assert (
-        "- Linear is above 0.9900, as in the paper: withheld, a run diverged or did not learn"
-        in text
-    )
+    assert "- Linear is above 0.9900, as in the paper: withheld, a run did not learn" in text
+    assert "| Linear (did not learn) | above 0.9900 |" in text
     assert (
         "- DEFRAG (polar, rsgd) leads the silhouette score and distance ratio: withheld, no "
         "other configuration learned" in text
@@ -395,10 +393,26 @@ def test_compare_reports_diverged_run(tmp_path):
 
     text = (tmp_path / "RESULTS.md").read_text()
     assert status == 0
-    assert f"- Center diverged in 1 of 2 runs (seed 1: {message}). The verdicts on Center" in text
-    assert "- Center is above Linear (paper: +0.0002): withheld" in text
+    assert f"- Center diverged in 1 of 2 runs (seed 1: {message[:-1]}). The verdicts" in text
+    assert "- Center is above Linear (paper: +0.0002): withheld, a run of Center diverged" in text
     assert "| `center-seed1` | diverged | n/a |" in text
-    assert "| Center | 0.9371 | 0.9200 | 0 |" in text
+    assert "| Center (diverged) | 0.9371 | 0.9200 | 0 |" in text
+
+
+def test_report_lists_configuration_that_always_diverged(tmp_path):
+    planned = plan(tmp_path, ["linear", "center"], seeds=(0, 1))
+    write_fake_run(planned[0], 180)
+    write_fake_run(planned[2], 184)
+    for run in (planned[1], planned[3]):
+        write_diverged_run(run, "The training loss became nan.")
+    argv = ["--variants", "linear", "center", "--seeds", "0", "1", "--epochs", "2"]
+
+    assert main(["compare", *argv, "--output-dir", str(tmp_path)]) == 0
+
+    text = (tmp_path / "RESULTS.md").read_text()
+    assert "| Center (diverged) | n/a | diverged in all 2 runs |" in text
+    assert "- Center diverged in 2 of 2 runs (seeds 0, 1: The training loss became nan)." in text
+    assert "- Center: withheld, every run diverged (see above)." in text
 
 
 def test_compare_all_runs_diverged(tmp_path, capsys):
@@ -530,4 +544,30 @@ def test_compare_rejects_figure_folder(tmp_path, capsys):
         main(["compare", "--output-dir", str(tmp_path), "--figures", str(tmp_path)])
 
     assert exit_info.value.code == 2
-    assert "no such file" in capsys.readouterr().err
+    assert f"--figures {tmp_path}: a folder, not an image." in capsys.readouterr().err
+
+
+def test_compare_rejects_results_folder(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["compare", "--output-dir", str(tmp_path), "--results", str(tmp_path)])
+
+    assert exit_info.value.code == 2
+    assert f"--results {tmp_path} is a folder." in capsys.readouterr().err
+
+
+def test_report_without_paper_values_says_so(tmp_path):
+    planned = plan(tmp_path, ["linear"], dataset="mnist", feature_dim=8)
+    write_fake_run(planned[0], 180, test_split_only=True)
+
+    text = render(planned)
+
+    assert "The paper reports no accuracies for MNIST with 8-D features" in text
+
+
+def test_mnist_report_carries_caveat(tmp_path):
+    planned = plan(tmp_path, ["linear"], dataset="mnist")
+    write_fake_run(planned[0], 199, test_split_only=True)
+
+    text = render(planned)
+
+    assert "These MNIST values were not re-read from the paper's Figure 3" in text
