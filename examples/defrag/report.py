@@ -694,7 +694,9 @@ def _cluster_verdicts(groups: Sequence[Group]) -> list[str]:
     """Verdicts on "DEFRAG has the best silhouette score and distance ratio"."""
     defrag = [group for group in groups if group.variant.name == "defrag"]
     rivals = [group for group in groups if group.variant.name != "defrag"]
-    others = [group for group in rivals if group.learned]
+    # A rival keeps its finished runs when another of its runs diverged, because leaving it out
+    # would favour DEFRAG. Only rivals with runs at chance are left out.
+    others = [group for group in rivals if not group.untrained_seeds]
     if not defrag or not rivals:
         return []
     lines = []

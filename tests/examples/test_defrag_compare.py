@@ -399,6 +399,23 @@ def test_compare_reports_diverged_run(tmp_path):
     assert "| Center (diverged) | 0.9371 | 0.9200 | 0 |" in text
 
 
+def test_cluster_rival_keeps_finished_runs(tmp_path):
+    # Field case: MNIST center diverged in seed 1, and the cluster verdict dropped center from
+    # the rivals, so DEFRAG's silhouette was compared with Linear's instead of center's better one.
+    planned = plan(tmp_path, ["center", "defrag"], seeds=(0, 1, 2))
+    for run in planned:
+        if run.spec.variant.name == "center" and run.spec.seed == 1:
+            write_diverged_run(run, "The training loss became nan.")
+        else:
+            write_fake_run(run, 180)
+    results = [report.load_result(run) for run in planned if not runner.has_diverged(run)]
+    divergences = [report.load_divergence(run) for run in planned if runner.has_diverged(run)]
+
+    text = report.render_report(results, "compare", tmp_path, (), divergences)
+
+    assert "best other: Center 0.5000" in text
+
+
 def test_report_lists_configuration_that_always_diverged(tmp_path):
     planned = plan(tmp_path, ["linear", "center"], seeds=(0, 1))
     write_fake_run(planned[0], 180)
