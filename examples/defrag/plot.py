@@ -274,9 +274,10 @@ def _figure3_position(run: PlotRun) -> int:
 def _scatter_panel(axis: Any, run: PlotRun, label: str, colors: list[Any]) -> None:
     """Draw one run's test features, one colour per class, with accuracy and silhouette."""
     features, labels = run.features.numpy(), run.labels.numpy()
-    for label in range(len(colors)):
-        points = features[labels == label]
-        axis.scatter(points[:, 0], points[:, 1], s=3, color=colors[label], alpha=0.6, lw=0)
+    for class_index in range(len(colors)):
+        points = features[labels == class_index]
+        color = colors[class_index]
+        axis.scatter(points[:, 0], points[:, 1], s=3, color=color, alpha=0.6, lw=0)
 
     final = run.history[-1]
     silhouette = final["test_silhouette"]

@@ -81,3 +81,25 @@ def test_plots_reject_only_diverged_runs(tmp_path):
 
     with pytest.raises(RunError, match="Every run to plot diverged"):
         plot.make_plots([diverged], tmp_path / "out")
+
+
+class RecordingAxis:
+    """Stand in for a matplotlib axis: keep the title, ignore everything else."""
+
+    title = None
+
+    def set_title(self, text, **_):
+        self.title = text
+
+    def __getattr__(self, name):
+        return lambda *args, **kwargs: None
+
+
+def test_panel_title_is_run_label(tmp_path):
+    write_run(tmp_path / "defrag-polar-rsgd-seed1", "defrag", seed=1)
+    run = plot.load_plot_run(tmp_path / "defrag-polar-rsgd-seed1")
+    axis = RecordingAxis()
+
+    plot._scatter_panel(axis, run, "DEFRAG (polar, rsgd), seed 1", plot._class_colors())
+
+    assert axis.title.startswith("DEFRAG (polar, rsgd), seed 1\ntest accuracy 0.500")
