@@ -6,6 +6,7 @@ smallest dataset available and tiny budgets, so they check the plumbing, not the
 """
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -98,13 +99,19 @@ def test_compare_writes_report(tmp_path, small_data, capsys):
     assert main(argv) == 0
 
     text = results.read_text()
-    # The paper reports MNIST accuracies for 2-D features only, so these 8-D runs get none.
-    assert "| Configuration | Paper (none) |" in text
-    assert "| Linear | n/a |" in text
     assert "(paired t, 2 seeds)" in text
     defrag = [read_metrics(output_dir / f"defrag-polar-rsgd-seed{seed}") for seed in (0, 1)]
     mean = sum(rows[-1]["test_accuracy"] for rows in defrag) / 2
-    assert f"| DEFRAG (polar, rsgd) | n/a | {mean:.4f} ± " in text
+    # A tiny budget may leave a run at chance, which marks its row, as in "Linear (did not learn)".
+    mark = r"( \([a-z ]+\))?"
+    if "mnist" in small_data:
+        # The paper reports MNIST accuracies for 2-D features only, so these 8-D runs get none.
+        assert "| Configuration | Paper (none) |" in text
+        assert re.search(rf"\| Linear{mark} \| n/a \|", text)
+        assert re.search(rf"\| DEFRAG \(polar, rsgd\){mark} \| n/a \| {mean:.4f} ± ", text)
+    else:
+        assert re.search(rf"\| Linear{mark} \| 0\.9369 \|", text)
+        assert re.search(rf"\| DEFRAG \(polar, rsgd\){mark} \| 0\.9393 \| {mean:.4f} ± ", text)
 
     capsys.readouterr()
     assert main(argv) == 0
