@@ -78,7 +78,7 @@ class RunResult:
         """Whether the test accuracy is above ``CHANCE_FACTOR`` times the chance level.
 
         A run at or below it has not learned the task, most often because its learning rate
-        does not suit it, so its accuracy says nothing about the configuration.
+        does not suit it, so its accuracy is no evidence about the configuration.
         """
         return self.final["test_accuracy"] > CHANCE_FACTOR * self.chance
 
@@ -272,6 +272,7 @@ def render_report(
     records = [result.record for result in results]
     paper = paper_results(records)
     groups = group_results(results, paper, divergences)
+    orphans = _orphan_divergences(groups, divergences)
     baseline = next((group for group in groups if group.variant.name == BASELINE_VARIANT), None)
     dataset = _joined(records, lambda record: DATASET_TITLES[record["dataset"]])
     generated = datetime.now().astimezone().isoformat(timespec="seconds")
@@ -288,12 +289,12 @@ def render_report(
         f"Generated on {generated} by `{command}`. Every number is read from the run folders "
         f"{origin}",
         "## Test accuracy",
-        _accuracy_table(groups, baseline, source, _orphan_divergences(groups, divergences)),
+        _accuracy_table(groups, baseline, source, orphans),
         _table_notes(groups, baseline),
         "## Where the results differ from the paper",
-        _paper_gaps(groups, baseline, records, divergences, paper),
+        _paper_gaps(groups, baseline, records, orphans, paper),
         "## Verdicts on the paper's claims",
-        _verdicts(groups, baseline, _orphan_divergences(groups, divergences)),
+        _verdicts(groups, baseline, orphans),
         *_figures(figures),
         "## Paired tests against Linear, per seed",
         _mcnemar_table(groups, baseline),
@@ -450,7 +451,7 @@ def _paper_gaps(
     groups: Sequence[Group],
     baseline: Group | None,
     records: Sequence[dict[str, Any]],
-    divergences: Sequence[Divergence],
+    orphans: Mapping[str, Sequence[Divergence]],
     paper: PaperResults | None,
 ) -> str:
     """State, computed from the runs, where each configuration is below or above the paper."""
@@ -467,7 +468,7 @@ def _paper_gaps(
             "each other only.",
             "",
         ]
-    lines += _failure_notes(groups, divergences)
+    lines += _failure_notes(groups, orphans)
     for group in groups:
         paper = group.paper
         if paper is None:
@@ -492,17 +493,19 @@ def _paper_gaps(
     return "\n".join(lines)
 
 
-def _failure_notes(groups: Sequence[Group], divergences: Sequence[Divergence]) -> list[str]:
+def _failure_notes(
+    groups: Sequence[Group], orphans: Mapping[str, Sequence[Divergence]]
+) -> list[str]:
     """Name each run that diverged or stayed near chance, before any comparison with the paper.
 
-    Both withhold the verdicts on their configuration, because a failed run says nothing about
-    the configuration, and its settings, most often the learning rate, do not suit it.
+    Both withhold the verdicts on their configuration, because a failed run is no evidence
+    about the configuration. Its settings, most often the learning rate, do not suit it.
     """
     lines = []
     for group in groups:
         lines += _diverged_note(group.label, group.diverged, len(group.results))
         lines += _untrained_note(group)
-    for label, diverged in _orphan_divergences(groups, divergences).items():
+    for label, diverged in orphans.items():
         lines += _diverged_note(label, diverged, 0)
 
     if lines:

@@ -3,7 +3,7 @@
 Paper: "DEFRAG: Deep Euclidean Feature Representations through Adaptation on the Grassmann
 Manifold", Minnehan & Savakis, arXiv:1806.07688. Its Table 2 reports Fashion-MNIST test
 accuracy for six configurations, and its Figure 3 shows 2-D MNIST features for five, with their
-MNIST test accuracies. ``PAPER_RESULTS`` holds both sets of numbers, per dataset.
+MNIST test accuracies. ``PAPER_RESULTS`` contains both sets of numbers, per dataset.
 
 Every baseline with an auxiliary loss (silhouette, center, contrastive center) keeps the linear
 feature layer of the Linear row, so each row differs from Linear in one thing: the auxiliary
@@ -91,7 +91,7 @@ class PaperValue:
     Attributes:
         accuracy: The reported accuracy, as a fraction.
         relation: ``"="`` when the paper prints the value, ``"~"`` when it gives it roughly,
-            ``">"`` when it only says that the accuracy is above it.
+            ``">"`` when it only gives a lower bound on the accuracy.
     """
 
     accuracy: float
@@ -110,7 +110,7 @@ class PaperValue:
         return f"{prefix}{self.accuracy:.4f}"
 
     def gap_to(self, baseline: PaperValue) -> tuple[float, str] | None:
-        """Return the paper's accuracy gap to ``baseline`` and its wording, when it says one.
+        """Return the paper's accuracy gap to ``baseline`` and its wording, or None without one.
 
         Two printed (or rough) values give their difference, unless they are equal. A value
         below a lower bound is below by more than the distance to the bound, and a lower bound
@@ -147,7 +147,7 @@ class PaperResults:
 
 
 # NOTE: the MNIST values (softplus about 88.6%, the four other panels above 99.0%) were not
-# re-read from the paper's Figure 3 for this table; check them there before quoting them.
+# re-read from the paper's Figure 3 for this table, so check them there before quoting them.
 # Table 2 gives the Fashion-MNIST values to four digits.
 PAPER_RESULTS: dict[str, PaperResults] = {
     "fashion-mnist": PaperResults(

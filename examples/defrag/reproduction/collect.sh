@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Copy the records of finished runs (config, metrics, test predictions and features, but not the
-# checkpoints) and of diverged runs (config and error) from a compare --output-dir into a folder
-# of this reproduction, so that compare can rewrite the results pages from them.
+# Copy run records from a compare --output-dir into a folder of this reproduction, so that
+# compare can rewrite the results pages from them. A finished run keeps its config, metrics,
+# test predictions and features, but not its checkpoint. A diverged run keeps its config and error.
 #
 # Usage: bash examples/defrag/reproduction/collect.sh RUNS_FOLDER DESTINATION RUN_NAME...
 # Example: bash examples/defrag/reproduction/collect.sh runs/defrag/table2 \
