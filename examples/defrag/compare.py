@@ -21,6 +21,7 @@ from examples.defrag.checkpoint import RunError, write_atomically
 from examples.defrag.config import OPTIMIZERS, RETRACTIONS
 from examples.defrag.hparams import load_hparams
 from examples.defrag.plot import CURVES_NAME, FIGURE3_NAME
+from examples.defrag.results import load_divergence, load_result
 from examples.defrag.variants import TABLE2_VARIANTS, VARIANTS
 
 MANIFOLD_RETRACTIONS = tuple(name for name in RETRACTIONS if name != "none")
@@ -157,8 +158,8 @@ def run_compare(args: argparse.Namespace, argv: Sequence[str]) -> Path:
             f"{diverged[0].output_dir / runner.DIVERGED_NAME} gives the first error. Lower "
             "--lr or --lambda, delete the run folders, and run the command again."
         )
-    results = [report.load_result(run) for run in planned if run not in diverged]
-    divergences = [report.load_divergence(run) for run in diverged]
+    results = [load_result(run) for run in planned if run not in diverged]
+    divergences = [load_divergence(run) for run in diverged]
     command = shlex.join(["python", "-m", "examples.defrag", *argv])
     text = report.render_report(results, command, args.output_dir, figures, divergences)
     if hparams is not None:

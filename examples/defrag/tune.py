@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from examples.defrag import cli, report, runner
+from examples.defrag import cli, runner
 from examples.defrag.checkpoint import write_atomically
 from examples.defrag.config import LR_SCHEDULES, OPTIMIZERS
 from examples.defrag.data import VALIDATION_SEED
@@ -36,6 +36,8 @@ from examples.defrag.hparams import (
     load_hparams,
     write_hparams,
 )
+from examples.defrag.results import load_result
+from examples.defrag.stats import mean_std
 from examples.defrag.variants import TABLE2_VARIANTS, VARIANTS
 
 DEFAULT_OUTPUT_DIR = Path("runs", "defrag", "tune")
@@ -350,7 +352,7 @@ def collect_choices(planned: Sequence[runner.PlannedRun]) -> list[Choice]:
             choice.diverged.append(run.spec.seed)
             continue
 
-        result = report.load_result(run)
+        result = load_result(run)
         if result.record["data"].get("evaluation") != "validation":
             raise cli.OptionConflict(
                 f"{run.output_dir} was not evaluated on a validation split, so it cannot take "
@@ -467,7 +469,7 @@ def render_tuning(
         if choice.diverged:
             mark += f" (diverged: seed {', '.join(map(str, choice.diverged))})"
         lines.append(
-            f"| {choice.key} | {settings} | {report.mean_std(choice.accuracies)} "
-            f"| {report.mean_std(choice.silhouettes)} | {len(choice.accuracies)} | {mark} |"
+            f"| {choice.key} | {settings} | {mean_std(choice.accuracies)} "
+            f"| {mean_std(choice.silhouettes)} | {len(choice.accuracies)} | {mark} |"
         )
     return "\n".join(lines) + "\n"

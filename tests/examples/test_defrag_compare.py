@@ -1,13 +1,12 @@
 """Tests of the comparison grid and its report, on run folders written by the tests."""
 
-import dataclasses
 import json
 
 import pytest
 import scipy.stats
-import torch
+from fake_runs import plan, render, write_diverged_run, write_fake_run
 
-from examples.defrag import report, runner
+from examples.defrag import runner
 from examples.defrag.__main__ import main
 from examples.defrag.checkpoint import RunError
 from examples.defrag.variants import (
@@ -19,74 +18,6 @@ from examples.defrag.variants import (
     describe_run,
     variant_of,
 )
-
-TEST_EXAMPLES = 200
-
-
-def plan(
-    tmp_path,
-    names,
-    seeds=(0,),
-    retractions=("polar",),
-    optimizers=("rsgd",),
-    aux=(),
-    dataset="fashion-mnist",
-    feature_dim=None,
-):
-    specs = runner.build_grid(names, retractions, optimizers, seeds)
-    if feature_dim is None:
-        feature_dim = 2 if dataset == "mnist" else 8
-    shared = ("--dataset", dataset, "--feature-dim", str(feature_dim), "--epochs", "2")
-    options = runner.GridOptions(shared=shared, aux=tuple(aux))
-    return runner.plan_runs(specs, options, tmp_path)
-
-
-def write_fake_run(run, correct_count, *, epochs=2, test_split_only=False):
-    """Write the files of a finished run whose first ``correct_count`` predictions are right."""
-    run.output_dir.mkdir(parents=True)
-    labels = torch.arange(TEST_EXAMPLES) % 10
-    predictions = labels.clone()
-    predictions[correct_count:] = (labels[correct_count:] + 1) % 10
-    accuracy = correct_count / TEST_EXAMPLES
-
-    record = {
-        **dataclasses.asdict(run.config),
-        "parameters": 1_256_866,
-        "data": {
-            "source": "/data",
-            "train_examples": 1000,
-            "test_examples": TEST_EXAMPLES,
-            "test_split_only": test_split_only,
-        },
-        "versions": {"python": "3.11", "torch": "2.9", "torch_threads": 2},
-        "machine": {"cpu": "Test CPU", "cpu_count": 2, "load_average_1min": 0.5},
-        "started": "2025-01-01T00:00:00+00:00",
-    }
-    rows = [
-        {
-            "epoch": epoch,
-            "loss": 1.0,
-            "test_accuracy": accuracy,
-            "test_silhouette": 0.5,
-            "test_distance_ratio": 0.25,
-            "train_seconds": 10.0 * epoch,
-            "eval_seconds": 1.0,
-        }
-        for epoch in range(1, epochs + 1)
-    ]
-    (run.output_dir / "config.json").write_text(json.dumps(record))
-    (run.output_dir / "metrics.json").write_text(json.dumps(rows))
-    outputs = {"epoch": epochs, "labels": labels, "predictions": predictions}
-    torch.save(outputs, run.output_dir / "predictions.pt")
-    torch.save(
-        {"epoch": epochs, "labels": labels, "features": torch.zeros(TEST_EXAMPLES, 2)},
-        run.output_dir / "features.pt",
-    )
-
-
-def render(planned):
-    results = [report.load_result(run) for run in planned]
-    return report.render_report(results, "python -m examples.defrag compare", planned[0].output_dir)
 
 
 def test_presets_cover_paper_rows():
@@ -162,36 +93,6 @@ def test_run_label_from_config():
     assert describe_run({"feature": "relu", "loss": "silhouette"}) == "relu + silhouette"
 
 
-def test_mcnemar_exact_counts():
-    baseline = torch.tensor([True] * 5 + [False] * 5)
-    variant = torch.tensor([False] * 5 + [False] * 5)
-
-    result = report.mcnemar_exact(baseline, variant)
-
-    assert (result.wins, result.losses) == (0, 5)
-    assert result.p_value == pytest.approx(2 * 0.5**5)
-
-
-def test_mcnemar_identical_predictions():
-    correct = torch.tensor([True, False, True])
-
-    assert report.mcnemar_exact(correct, correct).p_value == 1.0
-
-
-def test_mcnemar_length_mismatch():
-    with pytest.raises(ValueError, match="same test examples, got 3 and 2"):
-        report.mcnemar_exact(torch.ones(3, dtype=torch.bool), torch.ones(2, dtype=torch.bool))
-
-
-def test_paired_t_test():
-    variant, baseline = [0.91, 0.90, 0.93], [0.90, 0.88, 0.90]
-
-    expected = scipy.stats.ttest_rel(variant, baseline).pvalue
-    assert report.paired_t_test(variant, baseline) == pytest.approx(expected)
-    assert report.paired_t_test([0.9], [0.8]) is None
-    assert report.paired_t_test([0.9, 0.8], [0.8, 0.7]) is None
-
-
 def test_report_one_seed(tmp_path):
     planned = plan(tmp_path, ["linear", "defrag"])
     write_fake_run(planned[0], 180)
@@ -236,23 +137,6 @@ def test_report_two_seeds(tmp_path):
     )
 
 
-def test_verdicts_over_three_seeds(tmp_path):
-    planned = plan(tmp_path, ["linear", "defrag"], seeds=(0, 1, 2))
-    # Seed by seed: linear, defrag. DEFRAG is ahead by 10, 11 and 12 examples of 200.
-    for run, correct in zip(planned, [170, 180, 171, 182, 172, 184], strict=True):
-        write_fake_run(run, correct)
-
-    text = render(planned)
-
-    expected = scipy.stats.ttest_rel([0.90, 0.91, 0.92], [0.85, 0.855, 0.86]).pvalue
-    assert expected < 0.05
-    assert (
-        f"- DEFRAG (polar, rsgd) is above Linear (paper: +0.0024): confirmed "
-        f"(p = {expected:.2g}), here +0.0550." in text
-    )
-    assert "no, mean 0.9100 is 0.0293 below it (best seed 0.9200)." in text
-
-
 def test_mnist_report_uses_figure3_values(tmp_path):
     # Field case: the MNIST report printed Table 2's Fashion-MNIST accuracies beside MNIST runs.
     planned = plan(tmp_path, ["softplus", "linear", "defrag"], dataset="mnist")
@@ -272,51 +156,6 @@ def test_mnist_report_uses_figure3_values(tmp_path):
     assert "- DEFRAG (polar, rsgd) is above 0.9900, as in the paper: no, mean 0.9800" in text
     assert "DEFRAG (polar, rsgd) is above Linear" not in text
     assert "Softplus reaches" not in text
-
-
-def test_report_withholds_untrained_verdicts(tmp_path):
-    # Field case: MNIST softplus at the shared learning rate 0.1 stayed at 0.1075 for 20 epochs,
-    # and the report confirmed "Softplus is below Linear" from that failed run.
-    planned = plan(tmp_path, ["softplus", "linear", "defrag"], seeds=(0, 1), dataset="mnist")
-    for run, correct in zip(planned, [21, 199, 196, 22, 198, 197], strict=True):
-        write_fake_run(run, correct, test_split_only=True)
-
-    text = render(planned)
-
-    assert (
-        "- Softplus did not learn in 2 of 2 runs: test accuracy 0.1050 (seed 0), 0.1100 "
-        "(seed 1), at most 1.5 times the chance level 0.1000." in text
-    )
-    assert "tune --variants softplus --lr ..." in text
-    assert "- Softplus is below Linear (paper: more than 0.1040 below): withheld" in text
-    assert "- DEFRAG (polar, rsgd) is above 0.9900, as in the paper: no" in text
-
-
-def test_report_names_failed_seed_among_good(tmp_path):
-    # One failed seed must not hide behind a mean that the good seed lifts above the threshold.
-    planned = plan(tmp_path, ["softplus", "linear"], seeds=(0, 1), dataset="mnist")
-    for run, correct in zip(planned, [21, 199, 190, 198], strict=True):
-        write_fake_run(run, correct, test_split_only=True)
-
-    text = render(planned)
-
-    assert "- Softplus did not learn in 1 of 2 runs: test accuracy 0.1050 (seed 0)," in text
-    assert "- Softplus is below Linear (paper: more than 0.1040 below): withheld" in text
-
-
-def test_report_withholds_untrained_baseline(tmp_path):
-    planned = plan(tmp_path, ["linear", "defrag"], dataset="mnist")
-    write_fake_run(planned[0], 20, test_split_only=True)
-    write_fake_run(planned[1], 198, test_split_only=True)
-
-    text = render(planned)
-
-    assert "- Linear is above 0.9900, as in the paper: withheld, a run did not learn" in text
-    assert "| Linear (did not learn) | above 0.9900 |" in text
-    assert (
-        "- DEFRAG (polar, rsgd) leads the silhouette score and distance ratio: withheld, no "
-        "other configuration learned" in text
-    )
 
 
 def test_report_chance_boundary(tmp_path):
@@ -372,13 +211,6 @@ def test_report_names_device_per_run(tmp_path):
     assert "| `defrag-polar-rsgd-seed0` | 0.9000 | cuda:0 (Test GPU) |" in text
 
 
-def write_diverged_run(run, message):
-    """Write the folder of a run that diverged: its config and the error that stopped it."""
-    run.output_dir.mkdir(parents=True)
-    (run.output_dir / "config.json").write_text(json.dumps(dataclasses.asdict(run.config)))
-    (run.output_dir / runner.DIVERGED_NAME).write_text(message + "\n")
-
-
 def test_compare_reports_diverged_run(tmp_path):
     # Field case: center loss at lr 0.1 and lambda 1 diverged on MNIST seed 1, and the error
     # stopped the whole grid before the report.
@@ -397,23 +229,6 @@ def test_compare_reports_diverged_run(tmp_path):
     assert "- Center is above Linear (paper: +0.0002): withheld, a run of Center diverged" in text
     assert "| `center-seed1` | diverged | n/a |" in text
     assert "| Center (diverged) | 0.9371 | 0.9200 | 0 |" in text
-
-
-def test_cluster_rival_keeps_finished_runs(tmp_path):
-    # Field case: MNIST center diverged in seed 1, and the cluster verdict dropped center from
-    # the rivals, so DEFRAG's silhouette was compared with Linear's instead of center's better one.
-    planned = plan(tmp_path, ["center", "defrag"], seeds=(0, 1, 2))
-    for run in planned:
-        if run.spec.variant.name == "center" and run.spec.seed == 1:
-            write_diverged_run(run, "The training loss became nan.")
-        else:
-            write_fake_run(run, 180)
-    results = [report.load_result(run) for run in planned if not runner.has_diverged(run)]
-    divergences = [report.load_divergence(run) for run in planned if runner.has_diverged(run)]
-
-    text = report.render_report(results, "compare", tmp_path, (), divergences)
-
-    assert "best other: Center 0.5000" in text
 
 
 def test_report_lists_configuration_that_always_diverged(tmp_path):
@@ -454,13 +269,6 @@ def test_report_without_baseline(tmp_path):
     assert "n/a (no Linear runs)" in text
     assert "No Linear runs were in the grid." in text
     assert "not comparable with the paper's" in text
-
-
-def test_unfinished_run_reported(tmp_path):
-    planned = plan(tmp_path, ["linear"])
-
-    with pytest.raises(RunError, match="has not finished"):
-        report.load_result(planned[0])
 
 
 def test_status_of_fake_runs(tmp_path):
