@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import math
 import shlex
 import statistics
 from collections.abc import Sequence
@@ -472,4 +473,69 @@ def render_tuning(
             f"| {choice.key} | {settings} | {mean_std(choice.accuracies)} "
             f"| {mean_std(choice.silhouettes)} | {len(choice.accuracies)} | {mark} |"
         )
+
+    notes = [_noise_note(choices)] + _edge_notes(choices, selected)
+    for note in notes:
+        if note:
+            lines += ["", note]
     return "\n".join(lines) + "\n"
+
+
+def _noise_note(choices: Sequence[Choice]) -> str:
+    """Return the sentence that gives the smallest accuracy difference one run can resolve.
+
+    One run's accuracy p on n examples has the binomial standard error sqrt(p (1 - p) / n).
+    Two runs of different settings differ by about sqrt(2) times that from the sample alone,
+    before any difference between seeds, so gaps below twice the standard error are noise.
+    """
+    trained = [choice for choice in choices if choice.evaluated and choice.accuracies]
+    if not trained:
+        return ""
+
+    best = max(trained, key=lambda choice: choice.mean_accuracy)
+    accuracy, evaluated = best.mean_accuracy, best.evaluated
+    error = math.sqrt(accuracy * (1.0 - accuracy) / evaluated)
+    return (
+        f"Noise: on {evaluated:,} validation examples, an accuracy near {accuracy:.4f} has a "
+        f"standard error of {error:.4f} from the sample alone, so settings whose accuracies "
+        f"differ by less than about {2 * error:.4f} are not distinguishable with one seed; "
+        "among them the selection follows the rule (best mean), not evidence."
+    )
+
+
+def _edge_notes(choices: Sequence[Choice], selected: dict[str, Choice | list[Choice]]) -> list[str]:
+    """Return one sentence per selected numeric value that is the smallest or largest tried."""
+    grid: dict[str, set[float]] = {}
+    for choice in choices:
+        for key, value in choice.settings:
+            number = _number(value)
+            if number is not None:
+                grid.setdefault(key, set()).add(number)
+
+    notes = []
+    for name, value in selected.items():
+        choice = value[0] if isinstance(value, list) else value
+        label = "all configurations" if name == "defaults" else name
+        for key, text in choice.settings:
+            values, number = grid.get(key, set()), _number(text)
+            if number is None or len(values) < 2:
+                continue
+            if number == max(values):
+                notes.append(
+                    f"Grid edge: {key} {text}, selected for {label}, is the largest value "
+                    "tried; a larger one may do better."
+                )
+            elif number == min(values):
+                notes.append(
+                    f"Grid edge: {key} {text}, selected for {label}, is the smallest value "
+                    "tried; a smaller one may do better."
+                )
+    return notes
+
+
+def _number(text: str) -> float | None:
+    """Return ``text`` as a float, or None for a non-numeric setting such as a schedule name."""
+    try:
+        return float(text)
+    except ValueError:
+        return None

@@ -113,8 +113,8 @@ def test_tuning_grid_skips_options_that_do_not_apply(tmp_path):
     assert len({run.output_dir for run in planned}) == len(planned)
 
 
-def choice(key, settings, accuracies):
-    return tune.Choice(key, settings, accuracies, [], [])
+def choice(key, settings, accuracies, evaluated=0):
+    return tune.Choice(key, settings, accuracies, [], [], evaluated=evaluated)
 
 
 def test_select_per_configuration_and_shared():
@@ -140,6 +140,60 @@ def test_select_tie_keeps_first():
     choices = [choice("linear", first, [0.9]), choice("linear", second, [0.9])]
 
     assert tune.select(choices, shared=False)["linear"].settings == first
+
+
+def test_tuning_table_noise_and_edge():
+    low, middle, high = (
+        (("weight_decay", "0"),),
+        (("weight_decay", "0.0001"),),
+        (("weight_decay", "0.0005"),),
+    )
+    choices = [
+        choice("linear", low, [0.9240], evaluated=5000),
+        choice("linear", middle, [0.9214], evaluated=5000),
+        choice("linear", high, [0.9258], evaluated=5000),
+    ]
+    selected = tune.select(choices, shared=True)
+
+    table = tune.render_tuning(choices, selected, "tune ...", 5000)
+
+    # sqrt(0.9258 * 0.0742 / 5000) = 0.003706, twice that 0.0074.
+    assert "an accuracy near 0.9258 has a standard error of 0.0037" in table
+    assert "less than about 0.0074 are not distinguishable" in table
+    assert "weight_decay 0.0005, selected for all configurations, is the largest value" in table
+
+
+def test_tuning_edges_per_configuration():
+    small, large = (("lambda", "0.1"),), (("lambda", "1"),)
+    choices = [
+        choice("center", small, [0.93], evaluated=100),
+        choice("center", large, [0.91], evaluated=100),
+        choice("defrag", small, [0.90], evaluated=100),
+        choice("defrag", large, [0.92], evaluated=100),
+    ]
+    selected = tune.select(choices, shared=False)
+
+    table = tune.render_tuning(choices, selected, "tune ...", 100)
+
+    assert "lambda 0.1, selected for center, is the smallest value tried" in table
+    assert "lambda 1, selected for defrag, is the largest value tried" in table
+
+
+def test_tuning_table_no_edge_notes():
+    rates = [(("lr", "0.01"),), (("lr", "0.03"),), (("lr", "0.1"),)]
+    choices = [
+        choice("linear", settings, [accuracy], evaluated=1000)
+        for settings, accuracy in zip(rates, [0.90, 0.92, 0.91], strict=True)
+    ]
+    named = [choice("linear", (("lr_schedule", name),), [0.9]) for name in ("cosine", "constant")]
+
+    middle = tune.render_tuning(choices, tune.select(choices, shared=False), "tune ...", 1000)
+    names = tune.render_tuning(named, tune.select(named, shared=False), "tune ...", 1000)
+
+    assert "Grid edge" not in middle
+    assert "Grid edge" not in names
+    # No run was scored (evaluated 0), so there is no sample size to state a noise level for.
+    assert "Noise" not in names
 
 
 def test_tune_end_to_end(tmp_path, data_args, capsys):
