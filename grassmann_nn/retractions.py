@@ -10,6 +10,10 @@ $\frac{d}{dt} R_X(t\Delta)\big|_{t=0} = \Delta$. Every function here:
 - has finite gradients at orthonormal points, including $\Delta = 0$;
 - raises ``FloatingPointError`` instead of returning NaN or infinity.
 
+NOTE: `torch.vmap` over these functions fails with vmap's ".item()" error, because the
+finiteness and conditioning checks read a value on the host. Stack the matrices along a leading
+batch dimension instead: one call then handles the whole stack.
+
 The registry `RETRACTIONS` maps the names accepted by ``Grassmann(retraction=...)`` and
 ``Stiefel(retraction=...)`` to these functions; `get_retraction` validates a name.
 

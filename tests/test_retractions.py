@@ -272,6 +272,17 @@ def test_batched_matches_loop(name):
             torch.testing.assert_close(batched[i, j], RETRACTIONS[name](x[i, j], u[i, j]))
 
 
+@pytest.mark.parametrize("name", NAMES)
+def test_vmap_raises_item_error(name):
+    # The module docstring sends vmap users to batch dimensions. When vmap starts to work, this
+    # test fails, and the NOTE there should go.
+    x = orthonormal(12, 3, batch=(2,))
+    u = horizontal(x, scale=0.5)
+
+    with pytest.raises(RuntimeError, match=r"\.item\(\)"):
+        torch.vmap(RETRACTIONS[name])(x, u)
+
+
 @pytest.mark.parametrize("norm", [0.01, 0.03, 0.3])
 def test_lone_matrix_exp_accurate(norm):
     # torch.linalg.matrix_exp loses digits on one small-norm float64 matrix; the wrapper must not.
