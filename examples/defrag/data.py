@@ -202,6 +202,9 @@ def load_dataset(
         raise ValueError(f"Unknown dataset {name!r}. Expected one of {', '.join(DATASET_NAMES)}.")
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
 
+    if data_dir is not None and not download:
+        _check_data_dir(Path(data_dir))
+
     raw_folder = cache_dir / _TORCHVISION_CLASS_NAMES[name] / "raw"
     candidates = _candidate_folders(name, data_dir, cache_dir)
     source = _find_source_folder(candidates)
@@ -229,6 +232,17 @@ def load_dataset(
     else:
         train_images, train_labels, test_images, test_labels = _read_test_only(raw_folder)
     return _normalize(name, train_images, train_labels, test_images, test_labels, source, has_train)
+
+
+def _check_data_dir(data_dir: Path) -> None:
+    """Raise DatasetError when the folder given as ``--data-dir`` is missing or is a file."""
+    if data_dir.is_dir():
+        return
+    problem = "is a file, not a folder" if data_dir.exists() else "does not exist"
+    raise DatasetError(
+        f"The data folder {data_dir} (--data-dir) {problem}. Pass the folder that contains "
+        "the IDX files, or leave --data-dir out to search the default folders.\n" + _INSTALL_HINT
+    )
 
 
 def _candidate_folders(name: str, data_dir: Path | None, cache_dir: Path) -> list[Path]:
@@ -296,11 +310,20 @@ def _read_verified_bytes(name: str, path: Path) -> bytes:
     data = path.read_bytes()
 
     listed_md5 = _torchvision_gz_md5(name, file)
-    if compressed and listed_md5 is not None and _md5(data) == listed_md5:
+    compressed_md5 = _md5(data) if compressed else None
+    if compressed and listed_md5 is not None and compressed_md5 == listed_md5:
         return _gunzip(path, data)
 
     if compressed:
         data = _gunzip(path, data)
+    actual = _md5(data)
+    other = _other_dataset_of(name, file, compressed_md5, actual)
+    if other is not None:
+        raise DatasetError(
+            f"{path} is the {other} file {file}, not the {name} one. Pass --dataset {other}, "
+            f"or a --data-dir that contains the {name} files."
+        )
+
     expected = _DECOMPRESSED_MD5.get((name, file))
     if expected is None:
         raise DatasetError(
@@ -308,10 +331,23 @@ def _read_verified_bytes(name: str, path: Path) -> bytes:
             f"{name} file {file}, and the file is not the original .gz that torchvision lists "
             f"(MD5 {listed_md5}). Use the original {file}.gz or pass --download."
         )
-    actual = _md5(data)
     if actual != expected:
         raise DatasetError(_corrupt_message(name, path, expected, actual))
     return data
+
+
+def _other_dataset_of(
+    name: str, file: str, compressed_md5: str | None, decompressed_md5: str
+) -> str | None:
+    """Return the other dataset whose reference checksum the file matches, or None."""
+    for other in _TORCHVISION_CLASS_NAMES:
+        if other == name:
+            continue
+        if _DECOMPRESSED_MD5.get((other, file)) == decompressed_md5:
+            return other
+        if compressed_md5 is not None and _torchvision_gz_md5(other, file) == compressed_md5:
+            return other
+    return None
 
 
 def _torchvision_gz_md5(name: str, file: str) -> str | None:

@@ -130,7 +130,10 @@ def load_hparams(path: Path) -> Hyperparameters:
     except OSError as error:
         raise cli.OptionConflict(f"--hparams {path} cannot be read: {error}") from None
     except json.JSONDecodeError as error:
-        raise cli.OptionConflict(f"--hparams {path} is not valid JSON: {error}") from None
+        raise cli.OptionConflict(
+            f"--hparams {path} is not valid JSON: {error}. Pass the file that "
+            "`tune --write-hparams` wrote, or fix the syntax at that position."
+        ) from None
     if not isinstance(data, dict) or set(data) - {"defaults", "variants", "provenance"}:
         raise cli.OptionConflict(
             f"--hparams {path} must be a JSON object with the keys defaults, variants and "

@@ -182,10 +182,55 @@ def test_missing_folder(tmp_path):
         load_dataset("mnist", missing, cache_dir=tmp_path / "cache")
 
     message = str(error.value)
-    assert "not found" in message
-    assert str(missing) in message
-    assert str(missing / "MNIST" / "raw") in message
+    assert f"The data folder {missing} (--data-dir) does not exist" in message
+    assert "leave --data-dir out" in message
     assert_install_hint(message)
+
+
+def test_data_dir_is_file(tmp_path):
+    file = tmp_path / "t10k-images-idx3-ubyte.gz"
+    file.write_bytes(b"")
+
+    with pytest.raises(DatasetError, match="is a file, not a folder"):
+        load_dataset("mnist", file, cache_dir=tmp_path / "cache")
+
+
+def test_empty_folder_lists_searched(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+
+    with pytest.raises(DatasetError) as error:
+        load_dataset("mnist", empty, cache_dir=tmp_path / "cache")
+
+    message = str(error.value)
+    assert "not found" in message
+    assert str(empty) in message
+    assert str(empty / "MNIST" / "raw") in message
+    assert_install_hint(message)
+
+
+@needs_mnist
+@pytest.mark.parametrize("decompress", [False, True])
+def test_mnist_files_as_fashion(tmp_path, decompress):
+    folder = copy_mnist_test_files(tmp_path / "mnist", decompress=decompress)
+
+    with pytest.raises(DatasetError) as error:
+        load_dataset("fashion-mnist", folder, cache_dir=tmp_path / "cache")
+
+    message = str(error.value)
+    assert "is the mnist file t10k-images-idx3-ubyte, not the fashion-mnist one" in message
+    assert "Pass --dataset mnist" in message
+
+
+@needs_fashion
+def test_fashion_files_as_mnist(tmp_path):
+    # The training files are verified first, so the message names a training file.
+    with pytest.raises(DatasetError) as error:
+        load_dataset("mnist", FASHION_DIR, cache_dir=tmp_path / "cache")
+
+    message = str(error.value)
+    assert "is the fashion-mnist file train-images-idx3-ubyte, not the mnist one" in message
+    assert "Pass --dataset fashion-mnist" in message
 
 
 @needs_mnist
