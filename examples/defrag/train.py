@@ -447,7 +447,11 @@ def _train_one_epoch(
         if len(index) < ranks.world_size:
             continue
         index = index.tensor_split(ranks.world_size)[ranks.rank]
-        ce_loss, aux_value, correct = _train_step(config, state, train_x[index], train_y[index])
+        try:
+            ce_loss, aux_value, correct = _train_step(config, state, train_x[index], train_y[index])
+        except FloatingPointError as error:
+            # The optimizer's message names the parameter but not the position in training.
+            raise FloatingPointError(f"At epoch {epoch}, step {step + 1}: {error}") from error
 
         count_here = len(index)
         step_totals = torch.tensor(

@@ -291,3 +291,24 @@ def test_validation_larger_than_training_split(tmp_path, data_args, capsys):
 
     assert exit_info.value.code == 2
     assert "--validation 100000 must be between 1 and" in capsys.readouterr().err
+
+
+def test_optimizer_error_names_epoch_and_step(tmp_path, data_args, monkeypatch):
+    real_step = train._train_step
+    calls = []
+
+    def failing_second_step(*args, **kwargs):
+        calls.append(None)
+        if len(calls) == 2:
+            raise FloatingPointError("The gradient of parameter 0 contains inf or NaN.")
+        return real_step(*args, **kwargs)
+
+    monkeypatch.setattr(train, "_train_step", failing_second_step)
+    config = parse_config([*data_args, *TINY_RUN, "--output-dir", str(tmp_path / "run")])
+
+    with pytest.raises(FloatingPointError) as error:
+        train.train(config)
+
+    assert str(error.value) == (
+        "At epoch 1, step 2: The gradient of parameter 0 contains inf or NaN."
+    )
