@@ -4,9 +4,10 @@ Every run of the tuning grid holds out the same ``--validation`` training exampl
 ``examples.defrag.data.VALIDATION_SEED``), trains on the others and evaluates on the held-out
 ones. The test split is never evaluated. For each configuration, the command trains every
 combination of the values given to the search options, for every seed, and selects the
-combination with the highest validation accuracy at the last epoch, averaged over the seeds.
-The selection goes into a hyperparameter file (``examples.defrag.hparams``) that ``compare
---hparams`` reads for the final runs on the full training split.
+combination with the highest validation accuracy at the last epoch, averaged over the seeds,
+preferring combinations whose runs all learned (``select``). The selection goes into a
+hyperparameter file (``examples.defrag.hparams``) that ``compare --hparams`` reads for the final
+runs on the full training split.
 
 With ``--shared``, one combination is selected for all configurations together, by the mean of
 their validation accuracies, and written as the file's ``defaults``. Tuning in stages is then a
@@ -21,7 +22,7 @@ import itertools
 import math
 import shlex
 import statistics
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,7 +38,7 @@ from examples.defrag.hparams import (
     load_hparams,
     write_hparams,
 )
-from examples.defrag.results import load_result
+from examples.defrag.results import CHANCE_FACTOR, load_result
 from examples.defrag.stats import mean_std
 from examples.defrag.variants import TABLE2_VARIANTS, VARIANTS
 
@@ -56,6 +57,14 @@ _SEARCH = (
     ("--lambda", "lambda", cli.non_negative_float, "LAMBDA"),
     ("--alpha", "alpha", cli.unit_interval_float, "ALPHA"),
 )
+
+# Parser of each numeric search option. The grid-edge notes ask it which values are valid.
+_PARSERS: dict[str, Callable[[str], Any]] = {
+    key: parse for _, key, parse, _ in _SEARCH if parse is not None
+}
+
+# Two-sided 95% quantile of the standard normal distribution.
+Z_95 = 1.96
 
 
 def add_tune_arguments(parser: argparse.ArgumentParser) -> None:
@@ -206,9 +215,11 @@ class Choice:
         accuracies: Last-epoch validation accuracy of each seed.
         silhouettes: Last-epoch validation silhouette score of each seed.
         folders: The run folders.
-        diverged: Seeds whose loss became NaN or infinite; they count with accuracy 0.
+        diverged: Seeds whose loss became NaN or infinite. They count with accuracy 0.
         evaluated: Number of validation examples the runs were scored on (after
             ``--limit-test``), 0 when every run diverged.
+        untrained: Seeds whose run finished at or below ``CHANCE_FACTOR`` times the chance
+            level, so it did not learn (``examples.defrag.results.RunResult.learned``).
     """
 
     key: str
@@ -218,11 +229,17 @@ class Choice:
     folders: list[str]
     diverged: list[int] = field(default_factory=list)
     evaluated: int = 0
+    untrained: list[int] = field(default_factory=list)
 
     @property
     def mean_accuracy(self) -> float:
         """Mean validation accuracy over the seeds."""
         return statistics.fmean(self.accuracies)
+
+    @property
+    def learned(self) -> bool:
+        """Whether the run of every seed finished without diverging and learned."""
+        return not self.diverged and not self.untrained
 
 
 def run_tune(args: argparse.Namespace, argv: Sequence[str]) -> Path:
@@ -258,6 +275,9 @@ def run_tune(args: argparse.Namespace, argv: Sequence[str]) -> Path:
     results_path.parent.mkdir(parents=True, exist_ok=True)
     write_atomically(results_path, text.encode())
     print(f"\n{text}\nSelection written to {hparams_path}, table to {results_path}")
+    # Repeated after the table, which can be long, so that the last lines show them.
+    for warning in _learning_warnings(choices, selected):
+        print(f"\n{warning}")
     return hparams_path
 
 
@@ -338,8 +358,8 @@ def hparams_key(spec: runner.RunSpec) -> str:
 def collect_choices(planned: Sequence[runner.PlannedRun]) -> list[Choice]:
     """Group the runs by configuration and settings, in grid order.
 
-    A diverged run counts with accuracy 0, so that its combination is never selected over one
-    that trained.
+    A diverged run counts with accuracy 0 and is listed in ``Choice.diverged``. A finished run
+    near the chance level keeps its accuracy and is listed in ``Choice.untrained``.
     """
     choices: dict[tuple[str, tuple[tuple[str, str], ...]], Choice] = {}
     for run in planned:
@@ -361,6 +381,8 @@ def collect_choices(planned: Sequence[runner.PlannedRun]) -> list[Choice]:
             )
         choice.accuracies.append(result.final["test_accuracy"])
         choice.evaluated = result.record["data"]["test_examples"]
+        if not result.learned:
+            choice.untrained.append(run.spec.seed)
         if result.final["test_silhouette"] is not None:
             choice.silhouettes.append(result.final["test_silhouette"])
     return list(choices.values())
@@ -369,8 +391,12 @@ def collect_choices(planned: Sequence[runner.PlannedRun]) -> list[Choice]:
 def select(choices: Sequence[Choice], *, shared: bool) -> dict[str, Choice | list[Choice]]:
     """Pick the best combination per configuration, or one for all with ``shared``.
 
-    Ties go to the combination that comes first in the grid, which lists the values in the
-    order given on the command line.
+    A combination that learned (``Choice.learned``: no seed diverged or ended near the chance
+    level) beats every combination that did not. Within each of the two classes, the higher
+    mean validation accuracy over the seeds wins. With ``shared``, a combination counts as
+    learned when it learned for every configuration, and its accuracy is the mean over the
+    configurations. Ties go to the combination that comes first in the grid, which lists the
+    values in the order given on the command line.
 
     Returns:
         Without ``shared``, the best ``Choice`` per hyperparameter-file key. With ``shared``,
@@ -379,18 +405,27 @@ def select(choices: Sequence[Choice], *, shared: bool) -> dict[str, Choice | lis
     if not shared:
         best: dict[str, Choice] = {}
         for choice in choices:
-            if choice.key not in best or choice.mean_accuracy > best[choice.key].mean_accuracy:
+            if choice.key not in best or _rank([choice]) > _rank([best[choice.key]]):
                 best[choice.key] = choice
         return dict(best)
 
-    by_settings: dict[tuple[tuple[str, str], ...], list[Choice]] = {}
+    return {"defaults": max(_by_settings(choices).values(), key=_rank)}
+
+
+def _rank(group: Sequence[Choice]) -> tuple[bool, float]:
+    """Return the sort key of ``select`` for the Choices of one combination."""
+    learned = all(choice.learned for choice in group)
+    return learned, statistics.fmean(choice.mean_accuracy for choice in group)
+
+
+def _by_settings(
+    choices: Sequence[Choice],
+) -> dict[tuple[tuple[str, str], ...], list[Choice]]:
+    """Group the Choices by their settings, in grid order."""
+    groups: dict[tuple[tuple[str, str], ...], list[Choice]] = {}
     for choice in choices:
-        by_settings.setdefault(choice.settings, []).append(choice)
-    winner = max(
-        by_settings.values(),
-        key=lambda group: statistics.fmean(choice.mean_accuracy for choice in group),
-    )
-    return {"defaults": winner}
+        groups.setdefault(choice.settings, []).append(choice)
+    return groups
 
 
 def merge_selection(
@@ -411,16 +446,37 @@ def merge_selection(
             accuracy = statistics.fmean(choice.mean_accuracy for choice in chosen)
             over = ", ".join(choice.key for choice in chosen)
             text = f"mean validation accuracy {accuracy:.4f} over {over}"
-            evaluated = max(choice.evaluated for choice in chosen)
+            group = chosen
         else:
             variants.setdefault(key, {}).update(_parsed(chosen.settings))
             text = f"validation accuracy {chosen.mean_accuracy:.4f}"
-            evaluated = chosen.evaluated
+            group = [chosen]
+        evaluated = max(choice.evaluated for choice in group)
         provenance[key] = (
-            f"selected by `{command}`: {text}, seeds {seeds}, scored on {evaluated:,} of "
-            f"{args.validation:,} held-out training examples (seed {VALIDATION_SEED})"
+            f"selected by `{command}`: {text}, seeds {seeds}, "
+            f"{_scored_text(evaluated, args.validation)} (seed {VALIDATION_SEED})"
+            f"{_untrained_text(group)}"
         )
     return Hyperparameters(defaults, variants, provenance)
+
+
+def _scored_text(evaluated: int, validation: int) -> str:
+    """Return the provenance phrase with the number of held-out examples that were scored."""
+    if evaluated == validation:
+        return f"scored on all {validation:,} held-out training examples"
+    return f"scored on {evaluated:,} of {validation:,} held-out training examples"
+
+
+def _untrained_text(group: Sequence[Choice]) -> str:
+    """Return a provenance warning naming the configurations whose selected runs did not learn."""
+    untrained = [choice.key for choice in group if not choice.learned]
+    if not untrained:
+        return ""
+    return (
+        f". Warning: the selected runs of {', '.join(untrained)} did not learn (a seed "
+        f"diverged or ended at or below {CHANCE_FACTOR:g} times the chance level of validation "
+        "accuracy), so this selection is meaningless for them"
+    )
 
 
 def _parsed(settings: tuple[tuple[str, str], ...]) -> dict[str, Any]:
@@ -447,32 +503,27 @@ def render_tuning(
     command: str,
     validation: int,
 ) -> str:
-    """Render every combination's validation result as a markdown table, marking the choice."""
+    """Render every combination's validation result as a markdown table, marking the choice.
+
+    Warnings about selections whose runs did not learn come before the table, and the noise
+    level and the grid-edge notes after it.
+    """
     chosen = set()
     for value in selected.values():
         for choice in value if isinstance(value, list) else [value]:
             chosen.add((choice.key, choice.settings))
 
-    lines = [
-        "# Tuning on the validation split",
-        "",
-        f"Command: `{command}`. {validation:,} training examples held out with seed "
-        f"{VALIDATION_SEED}; the test split was not evaluated. Accuracy and silhouette are "
-        "those of the last epoch, mean ± sample standard deviation over the seeds.",
+    lines = ["# Tuning on the validation split", "", _header(choices, command, validation)]
+    for warning in _learning_warnings(choices, selected):
+        lines += ["", warning]
+    lines += [
         "",
         "| Configuration | Settings | Validation accuracy | Validation silhouette | Seeds "
         "| Selected |",
         "|---|---|---|---|---|---|",
     ]
     for choice in choices:
-        settings = ", ".join(f"{key} {value}" for key, value in choice.settings) or "(none)"
-        mark = "yes" if (choice.key, choice.settings) in chosen else ""
-        if choice.diverged:
-            mark += f" (diverged: seed {', '.join(map(str, choice.diverged))})"
-        lines.append(
-            f"| {choice.key} | {settings} | {mean_std(choice.accuracies)} "
-            f"| {mean_std(choice.silhouettes)} | {len(choice.accuracies)} | {mark} |"
-        )
+        lines.append(_table_row(choice, (choice.key, choice.settings) in chosen))
 
     notes = [_noise_note(choices)] + _edge_notes(choices, selected)
     for note in notes:
@@ -481,12 +532,87 @@ def render_tuning(
     return "\n".join(lines) + "\n"
 
 
-def _noise_note(choices: Sequence[Choice]) -> str:
-    """Return the sentence that gives the smallest accuracy difference one run can resolve.
+def _header(choices: Sequence[Choice], command: str, validation: int) -> str:
+    """Return the paragraph under the title: command, validation split and column meanings."""
+    text = (
+        f"Command: `{command}`. {_held_out_text(choices, validation)}. The test split was not "
+        "evaluated. Accuracy and silhouette are those of the last epoch, mean ± sample standard "
+        "deviation over the seeds."
+    )
+    if any(choice.untrained for choice in choices):
+        text += (
+            " A seed marked near chance ended with a validation accuracy at or below "
+            f"{CHANCE_FACTOR:g} times the chance level, so its run did not learn."
+        )
+    return text
 
-    One run's accuracy p on n examples has the binomial standard error sqrt(p (1 - p) / n).
-    Two runs of different settings differ by about sqrt(2) times that from the sample alone,
-    before any difference between seeds, so gaps below twice the standard error are noise.
+
+def _held_out_text(choices: Sequence[Choice], validation: int) -> str:
+    """Return the header phrase with the examples held out and, under --limit-test, scored."""
+    held_out = f"{validation:,} training examples held out with seed {VALIDATION_SEED}"
+    scored = sorted({choice.evaluated for choice in choices if choice.evaluated})
+    if not scored:
+        return f"{held_out}, none of them scored because every run diverged"
+    if scored == [validation]:
+        return held_out
+    if len(scored) == 1:
+        return f"{held_out}, {scored[0]:,} of them scored"
+    return f"{held_out}, {scored[0]:,} to {scored[-1]:,} of them scored"
+
+
+def _table_row(choice: Choice, selected: bool) -> str:
+    """Return the table row of one combination, marking its selection and failed seeds."""
+    marks = ["yes"] if selected else []
+    if choice.diverged:
+        marks.append(f"(diverged: seed {', '.join(map(str, choice.diverged))})")
+    if choice.untrained:
+        marks.append(f"(near chance: seed {', '.join(map(str, choice.untrained))})")
+    return (
+        f"| {choice.key} | {_settings_text(choice.settings)} | {mean_std(choice.accuracies)} "
+        f"| {mean_std(choice.silhouettes)} | {len(choice.accuracies)} | {' '.join(marks)} |"
+    )
+
+
+def _settings_text(settings: tuple[tuple[str, str], ...]) -> str:
+    return ", ".join(f"{key} {value}" for key, value in settings) or "(none)"
+
+
+def _learning_warnings(
+    choices: Sequence[Choice], selected: dict[str, Choice | list[Choice]]
+) -> list[str]:
+    """Return a warning for each configuration whose selected combination did not learn."""
+    warnings = []
+    for value in selected.values():
+        for chosen in value if isinstance(value, list) else [value]:
+            if not chosen.learned:
+                warnings.append(_learning_warning(chosen, choices))
+    return warnings
+
+
+def _learning_warning(chosen: Choice, choices: Sequence[Choice]) -> str:
+    """Return the warning that the selection for ``chosen.key`` rests on runs that did not learn."""
+    if any(choice.learned for choice in choices if choice.key == chosen.key):
+        failure = (
+            f"the selected combination ({_settings_text(chosen.settings)}) did not learn for "
+            f"{chosen.key}"
+        )
+    else:
+        failure = f"no combination tried for {chosen.key} learned"
+    return (
+        f"Warning: {failure}, so the selection for {chosen.key} is meaningless. A run counts as "
+        "learned when it finishes without diverging and with a validation accuracy above "
+        f"{CHANCE_FACTOR:g} times the chance level. Tune again with more --epochs, more "
+        "training examples (a larger --limit-train, or none) or other --lr values."
+    )
+
+
+def _noise_note(choices: Sequence[Choice]) -> str:
+    """Return the sentences that give the smallest accuracy difference one run can resolve.
+
+    One run's accuracy p on n examples has the binomial standard error SE = sqrt(p (1 - p) / n).
+    The difference of two independent runs has the standard error sqrt(2) SE, so by the normal
+    approximation it stays within 1.96 sqrt(2) SE (about 2.77 SE) in 95% of cases when both
+    settings are equally good. This leaves out the spread between seeds.
     """
     trained = [choice for choice in choices if choice.evaluated and choice.accuracies]
     if not trained:
@@ -494,43 +620,142 @@ def _noise_note(choices: Sequence[Choice]) -> str:
 
     best = max(trained, key=lambda choice: choice.mean_accuracy)
     accuracy, evaluated = best.mean_accuracy, best.evaluated
-    error = math.sqrt(accuracy * (1.0 - accuracy) / evaluated)
+    error = _standard_error(accuracy, evaluated)
+    if any(len(choice.accuracies) > 1 for choice in choices):
+        resolution = "This band is for one run, and the ± column shows the spread between seeds."
+    else:
+        resolution = (
+            "Settings closer than that are not distinguishable with one seed, and among them the "
+            "selection follows the rule (best mean), not evidence."
+        )
     return (
         f"Noise: on {evaluated:,} validation examples, an accuracy near {accuracy:.4f} has a "
-        f"standard error of {error:.4f} from the sample alone, so settings whose accuracies "
-        f"differ by less than about {2 * error:.4f} are not distinguishable with one seed; "
-        "among them the selection follows the rule (best mean), not evidence."
+        f"binomial standard error (SE) of {error:.4f}. Two independent runs of equally good "
+        f"settings differ by less than {Z_95} × √2 × SE = {_noise_band(accuracy, evaluated):.4f} "
+        f"in 95% of cases (the noise band), because their difference has standard error √2 × SE. "
+        f"{resolution} Every run is scored on the same examples, so a paired comparison "
+        "would usually give a tighter band."
     )
 
 
-def _edge_notes(choices: Sequence[Choice], selected: dict[str, Choice | list[Choice]]) -> list[str]:
-    """Return one sentence per selected numeric value that is the smallest or largest tried."""
-    grid: dict[str, set[float]] = {}
-    for choice in choices:
-        for key, value in choice.settings:
-            number = _number(value)
-            if number is not None:
-                grid.setdefault(key, set()).add(number)
+def _standard_error(accuracy: float, evaluated: int) -> float:
+    """Return the binomial standard error of an accuracy measured on ``evaluated`` examples."""
+    return math.sqrt(accuracy * (1.0 - accuracy) / evaluated)
 
+
+def _noise_band(accuracy: float, evaluated: int) -> float:
+    """Return the half-width of the 95% range of the difference of two independent runs."""
+    return Z_95 * math.sqrt(2.0) * _standard_error(accuracy, evaluated)
+
+
+def _edge_notes(choices: Sequence[Choice], selected: dict[str, Choice | list[Choice]]) -> list[str]:
+    """Return one note per selected numeric value that is the smallest or largest tried.
+
+    A note claims a trend only when the option accepts a value past the edge and the selected
+    value strictly beats the next value inward, the other settings unchanged. On an exact tie
+    there is no note, because then the selection only followed the grid order. A selection
+    whose runs did not learn gets no note, only the warning of ``_learning_warnings``.
+    """
     notes = []
     for name, value in selected.items():
-        choice = value[0] if isinstance(value, list) else value
-        label = "all configurations" if name == "defaults" else name
-        for key, text in choice.settings:
-            values, number = grid.get(key, set()), _number(text)
-            if number is None or len(values) < 2:
-                continue
-            if number == max(values):
-                notes.append(
-                    f"Grid edge: {key} {text}, selected for {label}, is the largest value "
-                    "tried; a larger one may do better."
-                )
-            elif number == min(values):
-                notes.append(
-                    f"Grid edge: {key} {text}, selected for {label}, is the smallest value "
-                    "tried; a smaller one may do better."
-                )
+        group = value if isinstance(value, list) else [value]
+        if not all(choice.learned for choice in group):
+            continue
+        shared = name == "defaults"
+        settings = group[0].settings
+        scope = choices if shared else [choice for choice in choices if choice.key == name]
+        scores = _scores(scope)
+        label = "all configurations" if shared else name
+        for key, _ in settings:
+            note = _edge_note(scores, settings, key, label)
+            if note:
+                notes.append(note)
     return notes
+
+
+def _scores(choices: Sequence[Choice]) -> dict[tuple[tuple[str, str], ...], tuple[float, int]]:
+    """Map each combination to (mean accuracy over its configurations, examples scored)."""
+    return {
+        settings: (
+            statistics.fmean(choice.mean_accuracy for choice in group),
+            max(choice.evaluated for choice in group),
+        )
+        for settings, group in _by_settings(choices).items()
+    }
+
+
+def _edge_note(
+    scores: dict[tuple[tuple[str, str], ...], tuple[float, int]],
+    settings: tuple[tuple[str, str], ...],
+    key: str,
+    label: str,
+) -> str:
+    """Return the grid-edge note of setting ``key`` of the selected ``settings``, or ""."""
+    text = dict(settings)[key]
+    number, axis = _number(text), _axis(scores, settings, key)
+    if number is None or len(axis) < 2:
+        return ""
+    if number == max(axis):
+        direction, inward = 1, max(value for value in axis if value < number)
+    elif number == min(axis):
+        direction, inward = -1, min(value for value in axis if value > number)
+    else:
+        return ""
+    accuracy, evaluated = scores[settings]
+    margin = accuracy - scores[axis[inward]][0]
+    if margin <= 0 or not _accepts_beyond(key, number, direction):
+        return ""
+
+    note = (
+        f"Grid edge: {key} {text}, selected for {label}, is the "
+        f"{'largest' if direction > 0 else 'smallest'} value tried and beats the next one "
+        f"inward, {dict(axis[inward])[key]}, by {margin:.4f} in validation accuracy, so a "
+        f"{'larger' if direction > 0 else 'smaller'} value may do better."
+    )
+    if evaluated:
+        band = _noise_band(accuracy, evaluated)
+        if margin <= band:
+            note += f" The margin is within the noise band of {band:.4f}, so the trend is weak."
+        else:
+            note += f" The margin exceeds the noise band of {band:.4f}."
+    return note
+
+
+def _axis(
+    scores: dict[tuple[tuple[str, str], ...], tuple[float, int]],
+    settings: tuple[tuple[str, str], ...],
+    key: str,
+) -> dict[float, tuple[tuple[str, str], ...]]:
+    """Map each numeric value of ``key`` tried with the other settings unchanged to its settings."""
+    others = [(name, value) for name, value in settings if name != key]
+    axis = {}
+    for combination in scores:
+        number = _number(dict(combination).get(key, ""))
+        if number is not None and [item for item in combination if item[0] != key] == others:
+            axis[number] = combination
+    return axis
+
+
+def _accepts_beyond(key: str, number: float, direction: int) -> bool:
+    """Return whether the option of ``key`` accepts a value past ``number`` in ``direction``.
+
+    The option's own parser decides, so that a note never suggests a value the command line
+    rejects, such as a weight decay below 0, an alpha above 1 or fewer than 1 epoch. The values
+    tried are the next float past ``number`` and, for a whole number, the next integer.
+    """
+    parse = _PARSERS.get(key)
+    if parse is None:
+        return False
+    candidates = [repr(math.nextafter(number, direction * math.inf))]
+    if number.is_integer():
+        candidates.append(str(int(number) + direction))
+    for candidate in candidates:
+        try:
+            parse(candidate)
+        except argparse.ArgumentTypeError:
+            continue
+        return True
+    return False
 
 
 def _number(text: str) -> float | None:
