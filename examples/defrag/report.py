@@ -38,9 +38,10 @@ from examples.defrag.results import (
     seed_correctness,
 )
 from examples.defrag.stats import format_p, mcnemar_exact, mean, mean_std, paired_t_test
-from examples.defrag.variants import BASELINE_VARIANT, PaperResults, PaperValue
+from examples.defrag.variants import BASELINE_VARIANT, VARIANTS, PaperResults, PaperValue
 from examples.defrag.verdicts import (
     failure_reasons,
+    join_words,
     paper_gap_to_baseline,
     relation,
     render_verdicts,
@@ -82,7 +83,7 @@ def render_report(
         origin += " " + paper.caveat
 
     sections = [
-        f"# DEFRAG comparison on {dataset}",
+        _title(groups, dataset),
         f"Generated on {generated} by `{command}`. Every number is read from the run folders "
         f"{origin}",
         "## Test accuracy",
@@ -91,7 +92,7 @@ def render_report(
         "## Where the results differ from the paper",
         _paper_gaps(groups, baseline, records, orphans, paper),
         "## Verdicts on the paper's claims",
-        render_verdicts(groups, baseline, orphans),
+        render_verdicts(groups, baseline, orphans, paper),
         *_figures(figures),
         "## Paired tests against Linear, per seed",
         _mcnemar_table(groups, baseline),
@@ -102,6 +103,25 @@ def render_report(
         _runs_table(results, divergences),
     ]
     return "\n\n".join(sections) + "\n"
+
+
+def _title(groups: Sequence[Group], dataset: str) -> str:
+    """Title the report after what the grid varies: the configurations, or DEFRAG's settings.
+
+    A grid with more than one retraction or optimizer among its DEFRAG runs compares those,
+    as in ``"# DEFRAG retractions and optimizers on Fashion-MNIST"``.
+    """
+    records = [
+        result.record for group in groups if group.variant.has_manifold for result in group.results
+    ]
+    varied = [
+        title
+        for key, title in (("retraction", "retractions"), ("optimizer", "optimizers"))
+        if len({record[key] for record in records}) > 1
+    ]
+    if not varied:
+        return f"# DEFRAG comparison on {dataset}"
+    return f"# DEFRAG {' and '.join(varied)} on {dataset}"
 
 
 def _accuracy_table(
@@ -192,15 +212,13 @@ def _table_notes(groups: Sequence[Group], baseline: Group | None) -> str:
         "definition, computed exactly), on the test features with the true labels; "
         "the distance ratio is the mean distance to the own class center over the mean "
         "distance between class centers (lower is better). "
-        "vs paper and vs Linear are differences of mean accuracy.",
+        "vs paper and vs Linear are differences of mean accuracy."
+        + _seed_pairing_note(groups, baseline),
         "p vs Linear: two-sided p-value of McNemar's exact test on the test predictions of "
         "the same seed when one seed ran, or of the paired t-test over the per-seed "
         f"accuracies when two or more did (seeds per configuration here: "
         f"{', '.join(map(str, seed_counts))}).",
-        "Silhouette, Center and Contrastive Center add their loss to the linear feature "
-        "layer of the Linear row, and DEFRAG adds the silhouette loss to a Grassmann feature "
-        "layer; the paper does not name the feature layer of its center-loss rows. The exact "
-        "train command of every run is under Runs.",
+        _feature_layer_note(groups),
         "Train s/epoch and Eval s/epoch are wall-clock seconds per epoch, averaged over all "
         "epochs and seeds; the machine and its load at the start of each run are under Setup. "
         "Compare them only between runs that started at a similar load: on a shared 2-core "
@@ -209,6 +227,58 @@ def _table_notes(groups: Sequence[Group], baseline: Group | None) -> str:
     if baseline is None:
         lines.append("No Linear runs were in the grid, so no paired test was made.")
     return "\n\n".join(lines)
+
+
+def _seed_pairing_note(groups: Sequence[Group], baseline: Group | None) -> str:
+    """Name the configurations whose vs Linear covers fewer seeds than their means, or "".
+
+    vs Linear pairs each run with the Linear run of the same seed, so where a configuration and
+    Linear finished different seeds, it is the mean difference over the common seeds only.
+    """
+    if baseline is None:
+        return ""
+    parts = []
+    for group in groups:
+        common = list(paired_accuracies(group, baseline))
+        if group is baseline or not common or set(group.seeds) == set(baseline.seeds):
+            continue
+        seed_word = "seed" if len(common) == 1 else "seeds"
+        parts.append(f"{group.label} (common {seed_word} {', '.join(map(str, common))})")
+    if not parts:
+        return ""
+    return (
+        " vs Linear and p vs Linear pair each run with the Linear run of the same seed. For "
+        f"{join_words(parts)}, vs Linear is therefore the mean difference over the common "
+        "seeds only and can differ from the difference of the means shown."
+    )
+
+
+def _feature_layer_note(groups: Sequence[Group]) -> str:
+    """Describe the feature layer of the configurations with an auxiliary loss on this page."""
+    names = {group.variant.name for group in groups}
+    linear_losses = [
+        VARIANTS[name].label
+        for name in ("silhouette", "center", "contrastive-center")
+        if name in names
+    ]
+    sentences = []
+    if linear_losses:
+        verb = "adds its" if len(linear_losses) == 1 else "add their"
+        layer = (
+            "the linear feature layer of the Linear row"
+            if BASELINE_VARIANT in names
+            else "a linear feature layer"
+        )
+        text = f"{join_words(linear_losses)} {verb} loss to {layer}"
+        if "defrag" in names:
+            text += ", and DEFRAG adds the silhouette loss to a Grassmann feature layer"
+        if {"center", "contrastive-center"} & names:
+            text += "; the paper does not name the feature layer of its center-loss rows"
+        sentences.append(text + ".")
+    elif "defrag" in names:
+        sentences.append("DEFRAG adds the silhouette loss to a Grassmann feature layer.")
+    sentences.append("The exact train command of every run is under Runs.")
+    return " ".join(sentences)
 
 
 def _paper_gaps(
@@ -412,10 +482,11 @@ def _setup(records: Sequence[dict[str, Any]], command: str) -> str:
 def _machine_text(record: dict[str, Any]) -> str:
     """Describe the processor and thread count of one run."""
     machine = record.get("machine")
-    threads = record["versions"]["torch_threads"]
+    count = record["versions"]["torch_threads"]
+    threads = f"{count} torch {'thread' if count == 1 else 'threads'}"
     if machine is None:
-        return f"not recorded, {threads} torch threads"
-    text = f"{machine['cpu']} ({machine['cpu_count']} logical CPUs), {threads} torch threads"
+        return f"not recorded, {threads}"
+    text = f"{machine['cpu']} ({machine['cpu_count']} logical CPUs), {threads}"
     if "gpu" in machine:
         text += f", GPU {machine['gpu']}"
     return text

@@ -174,14 +174,24 @@ def paper_results(records: Sequence[dict[str, Any]]) -> PaperResults | None:
     return paper
 
 
+def paired_finals(group: Group, other: Group, key: str) -> dict[int, tuple[float, float]]:
+    """Map each seed that both groups finished to their last-epoch values of a metric.
+
+    The seeds keep the order of ``group``. A seed where either value is missing (None) is left
+    out.
+    """
+    theirs = {result.run.spec.seed: result.final[key] for result in other.results}
+    pairs = {}
+    for result in group.results:
+        seed = result.run.spec.seed
+        if seed in theirs and result.final[key] is not None and theirs[seed] is not None:
+            pairs[seed] = (result.final[key], theirs[seed])
+    return pairs
+
+
 def paired_accuracies(group: Group, baseline: Group) -> dict[int, tuple[float, float]]:
     """Map each seed that both groups ran to (group accuracy, baseline accuracy)."""
-    base = {result.run.spec.seed: result.final["test_accuracy"] for result in baseline.results}
-    return {
-        result.run.spec.seed: (result.final["test_accuracy"], base[result.run.spec.seed])
-        for result in group.results
-        if result.run.spec.seed in base
-    }
+    return paired_finals(group, baseline, "test_accuracy")
 
 
 def difference_to_baseline(group: Group, baseline: Group) -> float | None:

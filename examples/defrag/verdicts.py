@@ -4,6 +4,11 @@ The paper's accuracies are ``examples.defrag.variants.PAPER_RESULTS``. A verdict
 for a configuration whose runs diverged or stayed near the chance level
 (``examples.defrag.results.RunResult.learned``), because such a run is no evidence about the
 configuration.
+
+The cluster claim, that DEFRAG leads the silhouette score and distance ratio, is judged against
+the configurations of the report that are not DEFRAG (its rivals). Other DEFRAG rows, such as
+other retractions or optimizers, are settings of the same method and not rivals, so the report
+only names the one that leads.
 """
 
 from __future__ import annotations
@@ -11,21 +16,55 @@ from __future__ import annotations
 import math
 import statistics
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 from examples.defrag.results import (
     Divergence,
     Group,
     difference_to_baseline,
     paired_accuracies,
+    paired_finals,
     seed_correctness,
 )
 from examples.defrag.stats import format_p, mcnemar_exact, mean, paired_t_test
+from examples.defrag.variants import VARIANTS, PaperResults
 
 SIGNIFICANCE = 0.05
 
+# The auxiliary losses that the paper compares DEFRAG with. Each adds its loss to a linear
+# feature layer, where DEFRAG adds the silhouette loss to a Grassmann feature layer.
+PAPER_RIVALS = ("silhouette", "center", "contrastive-center")
+
+
+@dataclass(frozen=True)
+class ClusterMetric:
+    """A last-epoch metric on which the paper's cluster claim puts DEFRAG ahead.
+
+    Attributes:
+        key: The column of ``metrics.json``.
+        comparative: DEFRAG's claimed lead over one rival, such as "a higher test silhouette
+            score".
+        superlative: The lead among several rows, such as "the highest test silhouette score".
+        best_of: ``max`` where higher values are better, ``min`` where lower ones are.
+    """
+
+    key: str
+    comparative: str
+    superlative: str
+    best_of: Callable[..., Any]
+
+
 CLUSTER_METRICS = (
-    ("test_silhouette", "the highest test silhouette score", max),
-    ("test_distance_ratio", "the lowest distance ratio", min),
+    ClusterMetric(
+        "test_silhouette",
+        "a higher test silhouette score",
+        "the highest test silhouette score",
+        max,
+    ),
+    ClusterMetric(
+        "test_distance_ratio", "a lower distance ratio", "the lowest distance ratio", min
+    ),
 )
 
 
@@ -33,6 +72,7 @@ def render_verdicts(
     groups: Sequence[Group],
     baseline: Group | None,
     orphans: Mapping[str, Sequence[Divergence]],
+    paper: PaperResults | None = None,
 ) -> str:
     """Judge each claim of the paper that the runs can test, at the 5% level.
 
@@ -40,20 +80,32 @@ def render_verdicts(
     give one, the accuracy that the paper reports for DEFRAG (and, where it gives only a lower
     bound, for every configuration), and DEFRAG's lead on the cluster metrics. A claim is
     confirmed when the runs show the same direction with p < 0.05, not confirmed when they show
-    the opposite direction with p < 0.05, and not distinguishable from noise otherwise.
+    the opposite direction with p < 0.05, and not distinguishable from noise otherwise. A
+    difference against Linear with p < 0.05 that the paper's numbers do not order is listed
+    after the verdicts.
+
+    Args:
+        groups: The configurations with at least one finished run.
+        baseline: The Linear configuration, or None when the grid has no finished Linear run.
+        orphans: The diverged runs of configurations without a finished run, by label.
+        paper: The paper's accuracies on the runs' dataset, which tell which of
+            ``PAPER_RIVALS`` the paper runs there; None to expect all of them.
     """
-    lines = [
+    claims = [f"- {label}: withheld, every run diverged (see above)." for label in orphans]
+    claims += _ordering_verdicts(groups, baseline)
+    claims += _target_verdicts(groups)
+
+    blocks = [
         f"Each verdict uses the paired test of the main table (significance level "
         f"{SIGNIFICANCE}). A difference, in either direction, that the test cannot separate "
         "from seed-to-seed or example-to-example variation is called not distinguishable from "
-        "noise.",
-        "",
+        "noise."
     ]
-    lines += [f"- {label}: withheld, every run diverged (see above)." for label in orphans]
-    lines += _ordering_verdicts(groups, baseline)
-    lines += _target_verdicts(groups)
-    lines += _cluster_verdicts(groups)
-    return "\n".join(lines)
+    if claims:
+        blocks.append("\n".join(claims))
+    blocks += _cluster_section(groups, orphans, paper)
+    blocks += _other_differences(groups, baseline)
+    return "\n\n".join(blocks)
 
 
 def _ordering_verdicts(groups: Sequence[Group], baseline: Group | None) -> list[str]:
@@ -141,63 +193,251 @@ def _target_verdicts(groups: Sequence[Group]) -> list[str]:
     return lines
 
 
-def _cluster_verdicts(groups: Sequence[Group]) -> list[str]:
-    """Verdicts on "DEFRAG has the best silhouette score and distance ratio"."""
+# ---------------------------------------------------------------------------------------------
+# The cluster claim
+
+
+def _cluster_section(
+    groups: Sequence[Group],
+    orphans: Mapping[str, Sequence[Divergence]],
+    paper: PaperResults | None,
+) -> list[str]:
+    """Render the verdicts on DEFRAG's cluster lead: a paragraph naming the rivals, then a list.
+
+    Without a rival, only the line on the leading DEFRAG row is left, and nothing without one.
+    """
     defrag = [group for group in groups if group.variant.name == "defrag"]
     rivals = [group for group in groups if group.variant.name != "defrag"]
+    leader = _defrag_leader(defrag)
+    if not defrag:
+        return []
+    if not rivals:
+        if not leader:
+            return []
+        paragraph = (
+            "The page has no configuration other than DEFRAG, so the cluster claim is not tested."
+        )
+        return [paragraph, "\n".join(leader)]
+
     # A rival keeps its finished runs when another of its runs diverged, because leaving it out
     # would favour DEFRAG. Only rivals with runs at chance are left out.
-    others = [group for group in rivals if not group.untrained_seeds]
-    if not defrag or not rivals:
-        return []
-    lines = []
+    compared = [group for group in rivals if not group.untrained_seeds]
+    items = []
     for group in defrag:
-        claim = f"- {group.label} leads the silhouette score and distance ratio: "
-        if not group.learned:
-            lines.append(claim + f"withheld, a run {failure_reasons(group)} (see above).")
-            continue
-        if not others:
-            lines.append(claim + "withheld, no other configuration learned (see above).")
-            continue
-        for key, claim, best_of in CLUSTER_METRICS:
-            rival = best_of(others, key=lambda other: _mean_or_nan(other.final(key), best_of))
-            ours, theirs = mean(group.final(key)), mean(rival.final(key))
-            agrees = best_of(ours, theirs) == ours and ours != theirs
-            p_value = _seed_paired_p(group, rival, key)
-            text = (
-                f"- {group.label} has {claim} (here {ours:.4f}, best other: {rival.label} "
-                f"{theirs:.4f}): "
-            )
-            if p_value is None:
-                if ours == theirs:
-                    position = "tied"
-                elif agrees:
-                    position = "ahead"
-                else:
-                    position = "behind"
-                text += f"{position}, fewer than two common seeds, so no test."
-            else:
-                text += _verdict(agrees, p_value) + "."
-            lines.append(text)
-    return lines
+        items += _cluster_verdicts(group, compared)
+    paragraph = _rivals_paragraph(rivals, compared, orphans, paper)
+    if len(defrag) >= 2:
+        paragraph += (
+            " The DEFRAG rows are one method with different settings, so they are not each "
+            "other's rivals"
+        )
+        paragraph += ", and the last line names the one that leads." if leader else "."
+    return [paragraph, "\n".join(items + leader)]
 
 
-def _mean_or_nan(values: Sequence[float], best_of: Callable[..., float]) -> float:
+def _rivals_paragraph(
+    rivals: Sequence[Group],
+    compared: Sequence[Group],
+    orphans: Mapping[str, Sequence[Divergence]],
+    paper: PaperResults | None,
+) -> str:
+    """Name the rivals of the cluster verdicts, and the paper's rivals that are not among them."""
+    compared_labels = [group.label for group in compared]
+    text = (
+        "The cluster verdicts compare each DEFRAG row with its rivals, the configurations on "
+        "this page that are not DEFRAG"
+    )
+    text += f": {join_words(compared_labels)}." if compared else "."
+
+    left_out = [group.label for group in rivals if group.untrained_seeds]
+    if left_out:
+        text += (
+            f" {join_words(left_out)} {_is_are(left_out)} left out, because a run did not learn."
+        )
+
+    diverged = [group.label for group in compared if group.diverged]
+    if diverged:
+        text += (
+            f" A configuration with a diverged seed (here {join_words(diverged)}) gets no verdicts "
+            "of its own but still serves as a rival over its finished seeds, because leaving "
+            "it out would favour DEFRAG."
+        )
+
+    always_diverged = [
+        label for label, runs in orphans.items() if runs[0].run.spec.variant.name != "defrag"
+    ]
+    if always_diverged:
+        text += (
+            f" {join_words(always_diverged)} diverged in every run, so "
+            f"{'it is' if len(always_diverged) == 1 else 'they are'} no rival."
+        )
+
+    on_page = {group.label for group in rivals} | set(always_diverged)
+    expected = [
+        VARIANTS[name].label for name in PAPER_RIVALS if paper is None or name in paper.accuracies
+    ]
+    absent = [label for label in expected if label not in on_page]
+    if absent:
+        noun = "a rival" if len(absent) == 1 else "rivals"
+        text += (
+            f" {join_words(absent)}, {noun} of DEFRAG in the paper, {_is_are(absent)} not on "
+            "this page"
+        )
+        text += (
+            f", so these verdicts compare DEFRAG with {join_words(compared_labels)} only."
+            if compared
+            else "."
+        )
+    return text
+
+
+def _cluster_verdicts(group: Group, compared: Sequence[Group]) -> list[str]:
+    """Judge one DEFRAG row's lead on each cluster metric over the best rival."""
+    claim = f"- {group.label} leads the silhouette score and distance ratio: "
+    if not group.learned:
+        return [claim + f"withheld, a run {failure_reasons(group)} (see above)."]
+    if not compared:
+        return [claim + "withheld, no other configuration learned (see above)."]
+    return [_cluster_verdict(group, compared, metric) for metric in CLUSTER_METRICS]
+
+
+def _cluster_verdict(group: Group, compared: Sequence[Group], metric: ClusterMetric) -> str:
+    """Judge one DEFRAG row against the rival with the best mean of one cluster metric."""
+    rival = _best_group(compared, metric)
+    ours, theirs = mean(group.final(metric.key)), mean(rival.final(metric.key))
+    text = (
+        f"- {group.label} has {metric.comparative} than every rival (here {ours:.4f}, best "
+        f"rival: {rival.label} {theirs:.4f}): "
+    )
+    pairs = paired_finals(group, rival, metric.key)
+    if len(pairs) < 2:
+        if ours == theirs:
+            position = "tied"
+        elif metric.best_of(ours, theirs) == ours:
+            position = "ahead"
+        else:
+            position = "behind"
+        return text + f"{position}, fewer than two common seeds, so no test."
+
+    # A positive gain favours DEFRAG, whichever direction the metric improves in.
+    sign = 1 if metric.best_of is max else -1
+    gains = {seed: sign * (a - b) for seed, (a, b) in pairs.items()}
+    p_value = paired_t_test([a for a, _ in pairs.values()], [b for _, b in pairs.values()])
+    agrees = statistics.fmean(gains.values()) > 0
+    verdict = _verdict(agrees, 1.0 if p_value is None else p_value)
+    return text + f"{_seed_direction(gains)}, {verdict}."
+
+
+def _seed_direction(gains: Mapping[int, float]) -> str:
+    """Describe DEFRAG's position over the common seeds from its per-seed gains over a rival.
+
+    The result reads as in "behind on both common seeds (0, 2)".
+    """
+    seeds = ", ".join(str(seed) for seed in gains)
+    count = len(gains)
+    mean_gain = statistics.fmean(gains.values())
+    if mean_gain == 0:
+        return f"tied in the mean of the {count} common seeds ({seeds})"
+
+    position = "ahead" if mean_gain > 0 else "behind"
+    same_side = sum(1 for gain in gains.values() if gain * mean_gain > 0)
+    if same_side < count:
+        return (
+            f"{position} in the mean of the {count} common seeds ({seeds}), on {same_side} of them"
+        )
+    share = "both" if count == 2 else f"all {count}"
+    return f"{position} on {share} common seeds ({seeds})"
+
+
+def _defrag_leader(defrag: Sequence[Group]) -> list[str]:
+    """Name the DEFRAG row that leads each cluster metric, where several DEFRAG rows learned.
+
+    The paper's claims do not order DEFRAG settings, so the line makes no test.
+    """
+    candidates = [group for group in defrag if group.learned]
+    if len(candidates) < 2:
+        return []
+    leads = []
+    for metric in CLUSTER_METRICS:
+        ranked = sorted(
+            candidates,
+            key=lambda group: _mean_or_worst(group.final(metric.key), metric.best_of),
+            reverse=metric.best_of is max,
+        )
+        first, second = ranked[:2]
+        value = f"{mean(first.final(metric.key)):.4f}"
+        runner_up = f"{second.label} {mean(second.final(metric.key)):.4f}"
+        leads.append((first, f"{metric.superlative} ({value}, next: {runner_up})"))
+
+    if len({id(first) for first, _ in leads}) == 1:
+        text = f"{leads[0][0].label} has " + " and ".join(phrase for _, phrase in leads)
+    else:
+        text = ", and ".join(f"{first.label} has {phrase}" for first, phrase in leads)
+    return [f"- Of the {len(candidates)} DEFRAG rows, {text}. No test is made between them."]
+
+
+def _best_group(groups: Sequence[Group], metric: ClusterMetric) -> Group:
+    """Return the group with the best mean of a metric, the first one on a tie."""
+    return metric.best_of(
+        groups, key=lambda group: _mean_or_worst(group.final(metric.key), metric.best_of)
+    )
+
+
+def _mean_or_worst(values: Sequence[float], best_of: Callable[..., float]) -> float:
     """Return the mean, or the worst value for ``best_of`` when there is none."""
     if values:
         return statistics.fmean(values)
     return -math.inf if best_of is max else math.inf
 
 
-def _seed_paired_p(group: Group, rival: Group, key: str) -> float | None:
-    """Return the paired t-test p-value of a metric over the seeds both groups ran."""
-    ours = {result.run.spec.seed: result.final[key] for result in group.results}
-    theirs = {result.run.spec.seed: result.final[key] for result in rival.results}
-    seeds = [seed for seed in ours if seed in theirs and None not in (ours[seed], theirs[seed])]
-    if len(seeds) < 2:
+# ---------------------------------------------------------------------------------------------
+# Differences that the paper does not claim
+
+
+def _other_differences(groups: Sequence[Group], baseline: Group | None) -> list[str]:
+    """List the configurations significantly above or below Linear that the paper does not
+    order against it, as a paragraph and a list, or nothing without any."""
+    if baseline is None or not baseline.learned:
+        return []
+    items = [_other_difference(group, baseline) for group in groups]
+    items = [item for item in items if item is not None]
+    if not items:
+        return []
+    return [
+        "Other significant differences against Linear, where the paper's numbers give no "
+        "order (same test and level):",
+        "\n".join(items),
+    ]
+
+
+def _other_difference(group: Group, baseline: Group) -> str | None:
+    """Word a significant difference to Linear outside the paper's claims, or return None."""
+    if group is baseline or not group.learned:
         return None
-    p_value = paired_t_test([ours[seed] for seed in seeds], [theirs[seed] for seed in seeds])
-    return 1.0 if p_value is None else p_value
+    if paper_gap_to_baseline(group, baseline) is not None:
+        return None
+    difference = difference_to_baseline(group, baseline)
+    p_value = _p_value_against_baseline(group, baseline)
+    if difference is None or p_value is None or p_value >= SIGNIFICANCE:
+        return None
+
+    pairs = paired_accuracies(group, baseline)
+    direction = "above" if difference > 0 else "below"
+    if len(pairs) >= 2:
+        test = f"paired t-test over {len(pairs)} seeds"
+    else:
+        test = (
+            f"McNemar's test of seed {next(iter(pairs))} only, so the variation between seeds "
+            "is not tested"
+        )
+    return (
+        f"- {group.label} is {direction} Linear, here {difference:+.4f} "
+        f"(p = {format_p(p_value)}, {test})."
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Shared with the report
 
 
 def relation(difference: float) -> str:
@@ -222,3 +462,15 @@ def failure_reasons(group: Group) -> str:
     if group.untrained_seeds:
         reasons.append("did not learn")
     return " and ".join(reasons)
+
+
+def join_words(labels: Sequence[str]) -> str:
+    """Join labels as in "A", "A and B" or "A, B and C"."""
+    if len(labels) <= 1:
+        return "".join(labels)
+    return ", ".join(labels[:-1]) + " and " + labels[-1]
+
+
+def _is_are(labels: Sequence[str]) -> str:
+    """Return the verb "is" for one label and "are" for several."""
+    return "is" if len(labels) == 1 else "are"

@@ -34,8 +34,14 @@ def plan(
     return runner.plan_runs(specs, options, tmp_path)
 
 
-def write_fake_run(run, correct_count, *, epochs=2, test_split_only=False):
-    """Write the files of a finished run whose first ``correct_count`` predictions are right."""
+def write_fake_run(
+    run, correct_count, *, epochs=2, test_split_only=False, silhouette=0.5, distance_ratio=0.25
+):
+    """Write the files of a finished run whose first ``correct_count`` predictions are right.
+
+    ``silhouette`` and ``distance_ratio`` are the test cluster metrics of every epoch, and None
+    records a metric as missing.
+    """
     run.output_dir.mkdir(parents=True)
     labels = torch.arange(TEST_EXAMPLES) % 10
     predictions = labels.clone()
@@ -60,8 +66,8 @@ def write_fake_run(run, correct_count, *, epochs=2, test_split_only=False):
             "epoch": epoch,
             "loss": 1.0,
             "test_accuracy": accuracy,
-            "test_silhouette": 0.5,
-            "test_distance_ratio": 0.25,
+            "test_silhouette": silhouette,
+            "test_distance_ratio": distance_ratio,
             "train_seconds": 10.0 * epoch,
             "eval_seconds": 1.0,
         }

@@ -114,7 +114,7 @@ def test_report_one_seed(tmp_path):
         "tested, here -0.0500." in text
     )
     assert "- DEFRAG (polar, rsgd) reaches the paper's 0.9393: no, mean 0.8500 is 0.0893" in text
-    assert "best other: Linear 0.5000): tied, fewer than two common seeds, so no test." in text
+    assert "best rival: Linear 0.5000): tied, fewer than two common seeds, so no test." in text
     assert "Test CPU (2 logical CPUs), 2 torch threads" in text
     assert planned[1].command in text
 
@@ -135,6 +135,73 @@ def test_report_two_seeds(tmp_path):
         f"- Center is above Linear (paper: +0.0002): not distinguishable from noise "
         f"(p = {expected:.2g}), here +0.0400." in text
     )
+    assert "pair each run with the Linear run of the same seed" not in text
+
+
+@pytest.mark.parametrize(
+    ("retractions", "optimizers", "title"),
+    [
+        (("polar",), ("rsgd",), "# DEFRAG comparison on Fashion-MNIST\n"),
+        (("polar", "qr"), ("rsgd",), "# DEFRAG retractions on Fashion-MNIST\n"),
+        (("polar",), ("rsgd", "adam-then-retract"), "# DEFRAG optimizers on Fashion-MNIST\n"),
+        (
+            ("polar", "qr"),
+            ("rsgd", "adam-then-retract"),
+            "# DEFRAG retractions and optimizers on Fashion-MNIST\n",
+        ),
+    ],
+    ids=["configurations", "retractions", "optimizers", "both"],
+)
+def test_report_title_names_varied_settings(tmp_path, retractions, optimizers, title):
+    planned = plan(tmp_path, ["linear", "defrag"], retractions=retractions, optimizers=optimizers)
+    for run in planned:
+        write_fake_run(run, 180)
+
+    text = render(planned)
+
+    assert text.startswith(title)
+
+
+@pytest.mark.parametrize(
+    ("names", "expected"),
+    [
+        (
+            ["linear", "silhouette", "center", "contrastive-center", "defrag"],
+            "Silhouette, Center and Contrastive Center add their loss to the linear feature "
+            "layer of the Linear row, and DEFRAG adds the silhouette loss to a Grassmann feature "
+            "layer; the paper does not name the feature layer of its center-loss rows. The exact "
+            "train command of every run is under Runs.",
+        ),
+        (
+            ["linear", "silhouette"],
+            "Silhouette adds its loss to the linear feature layer of the Linear row. The exact "
+            "train command of every run is under Runs.",
+        ),
+        (
+            ["center", "defrag"],
+            "Center adds its loss to a linear feature layer, and DEFRAG adds the silhouette loss "
+            "to a Grassmann feature layer; the paper does not name the feature layer of its "
+            "center-loss rows. The exact train command of every run is under Runs.",
+        ),
+        (
+            ["linear", "defrag"],
+            "DEFRAG adds the silhouette loss to a Grassmann feature layer. The exact train "
+            "command of every run is under Runs.",
+        ),
+        (["linear"], "The exact train command of every run is under Runs."),
+    ],
+    ids=["all", "silhouette", "no-linear", "defrag", "linear"],
+)
+def test_feature_layer_note_names_present_rows(tmp_path, names, expected):
+    # Field case: the retraction and MNIST pages described Silhouette, Center and Contrastive
+    # Center rows that they do not have.
+    planned = plan(tmp_path, names)
+    for run in planned:
+        write_fake_run(run, 180)
+
+    text = render(planned)
+
+    assert f"\n\n{expected}\n\n" in text
 
 
 def test_mnist_report_uses_figure3_values(tmp_path):
@@ -229,6 +296,11 @@ def test_compare_reports_diverged_run(tmp_path):
     assert "- Center is above Linear (paper: +0.0002): withheld, a run of Center diverged" in text
     assert "| `center-seed1` | diverged | n/a |" in text
     assert "| Center (diverged) | 0.9371 | 0.9200 | 0 |" in text
+    assert (
+        "vs Linear and p vs Linear pair each run with the Linear run of the same seed. For "
+        "Center (common seed 0), vs Linear is therefore the mean difference over the common "
+        "seeds only and can differ from the difference of the means shown." in text
+    )
 
 
 def test_report_lists_configuration_that_always_diverged(tmp_path):
@@ -245,6 +317,19 @@ def test_report_lists_configuration_that_always_diverged(tmp_path):
     assert "| Center (diverged) | n/a | diverged in all 2 runs |" in text
     assert "- Center diverged in 2 of 2 runs (seeds 0, 1: The training loss became nan)." in text
     assert "- Center: withheld, every run diverged (see above)." in text
+
+
+def test_report_one_torch_thread(tmp_path):
+    planned = plan(tmp_path, ["linear"])
+    write_fake_run(planned[0], 180)
+    record_path = planned[0].output_dir / "config.json"
+    record = json.loads(record_path.read_text())
+    record["versions"]["torch_threads"] = 1
+    record_path.write_text(json.dumps(record))
+
+    text = render(planned)
+
+    assert "- Machine: Test CPU (2 logical CPUs), 1 torch thread\n" in text
 
 
 def test_compare_all_runs_diverged(tmp_path, capsys):

@@ -8,6 +8,8 @@ from examples.defrag.results import (
     group_results,
     load_divergence,
     load_result,
+    paired_accuracies,
+    paired_finals,
     paper_results,
 )
 from examples.defrag.variants import PAPER_RESULTS
@@ -72,3 +74,19 @@ def test_paper_results_per_setup(setups, expected):
     paper = paper_results(records)
 
     assert paper is (None if expected is None else PAPER_RESULTS[expected])
+
+
+def test_paired_finals_common_seeds(tmp_path):
+    # Grid order is seed by seed: linear, then defrag. Linear's seed 2 did not run, and
+    # DEFRAG's seed 1 has no silhouette score.
+    planned = plan(tmp_path, ["linear", "defrag"], seeds=(0, 1, 2))
+    del planned[4]
+    runs = [(180, 0.3), (190, 0.5), (180, 0.35), (190, None), (190, 0.6)]
+    for run, (correct, silhouette) in zip(planned, runs, strict=True):
+        write_fake_run(run, correct, silhouette=silhouette)
+
+    linear, defrag = group_results([load_result(run) for run in planned])
+
+    assert paired_finals(defrag, linear, "test_silhouette") == {0: (0.5, 0.3)}
+    assert paired_finals(linear, defrag, "test_silhouette") == {0: (0.3, 0.5)}
+    assert paired_accuracies(defrag, linear) == {0: (0.95, 0.9), 1: (0.95, 0.9)}
