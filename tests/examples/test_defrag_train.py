@@ -254,7 +254,9 @@ def test_resume_with_changed_option(tmp_path, data_args, capsys):
 
 
 def test_missing_data_reported(tmp_path, capsys):
-    argv = ["train", "--dataset", "mnist", "--data-dir", str(tmp_path / "none")]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    argv = ["train", "--dataset", "mnist", "--data-dir", str(empty)]
     argv += ["--cache-dir", str(tmp_path / "cache"), "--output-dir", str(tmp_path / "run")]
 
     status = main(argv)
@@ -262,6 +264,19 @@ def test_missing_data_reported(tmp_path, capsys):
     err = capsys.readouterr().err
     assert status == 1
     assert "not found" in err
+    assert "--download" in err
+
+
+def test_missing_data_folder_reported(tmp_path, capsys):
+    missing = tmp_path / "none"
+    argv = ["train", "--dataset", "mnist", "--data-dir", str(missing)]
+    argv += ["--cache-dir", str(tmp_path / "cache"), "--output-dir", str(tmp_path / "run")]
+
+    status = main(argv)
+
+    err = capsys.readouterr().err
+    assert status == 1
+    assert f"The data folder {missing} (--data-dir) does not exist" in err
     assert "--download" in err
 
 
