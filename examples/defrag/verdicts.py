@@ -76,9 +76,10 @@ def render_verdicts(
 ) -> str:
     """Judge each claim of the paper that the runs can test, at the 5% level.
 
-    The claims are the order of each configuration against Linear where the paper's numbers
-    give one, the accuracy that the paper reports for DEFRAG (and, where it gives only a lower
-    bound, for every configuration), and DEFRAG's lead on the cluster metrics. A claim is
+    Three kinds of claim are judged. The first is the order of each configuration against
+    Linear, where the paper's numbers give one. The second is the accuracy that the paper
+    reports for DEFRAG, or for every configuration where it gives only a lower bound. The
+    third is DEFRAG's lead on the cluster metrics. A claim is
     confirmed when the runs show the same direction with p < 0.05, not confirmed when they show
     the opposite direction with p < 0.05, and not distinguishable from noise otherwise. A
     difference against Linear with p < 0.05 that the paper's numbers do not order is listed
