@@ -63,6 +63,9 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     key: parse for _, key, parse, _ in _SEARCH if parse is not None
 }
 
+# Command-line option of each search key, the name the tables show.
+_OPTIONS: dict[str, str] = {key: option for option, key, _, _ in _SEARCH}
+
 # Two-sided 95% quantile of the standard normal distribution.
 Z_95 = 1.96
 
@@ -574,7 +577,14 @@ def _table_row(choice: Choice, selected: bool) -> str:
 
 
 def _settings_text(settings: tuple[tuple[str, str], ...]) -> str:
-    return ", ".join(f"{key} {value}" for key, value in settings) or "(none)"
+    """Return the settings as the command-line options that set them, e.g. ``--lr 0.03``."""
+    return ", ".join(f"{_option(key)} {value}" for key, value in settings) or "(none)"
+
+
+def _option(key: str) -> str:
+    """Return the command-line option of the settings key ``key`` (``weight_decay`` gives
+    ``--weight-decay``), the name a reader types to reproduce a row."""
+    return _OPTIONS.get(key, key)
 
 
 def _learning_warnings(
@@ -707,7 +717,7 @@ def _edge_note(
         return ""
 
     note = (
-        f"Grid edge: {key} {text}, selected for {label}, is the "
+        f"Grid edge: {_option(key)} {text}, selected for {label}, is the "
         f"{'largest' if direction > 0 else 'smallest'} value tried and beats the next one "
         f"inward, {dict(axis[inward])[key]}, by {margin:.4f} in validation accuracy, so a "
         f"{'larger' if direction > 0 else 'smaller'} value may do better."

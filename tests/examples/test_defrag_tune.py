@@ -227,7 +227,7 @@ def test_tuning_table_noise_and_edge():
     assert "the ± column" not in table
     # 0.9258 - 0.9214 = 0.0044, inside the band of 0.0103.
     assert (
-        "Grid edge: weight_decay 0.0005, selected for all configurations, is the largest value "
+        "Grid edge: --weight-decay 0.0005, selected for all configurations, is the largest value "
         "tried and beats the next one inward, 0.0001, by 0.0044 in validation accuracy, so a "
         "larger value may do better. The margin is within the noise band of 0.0103, so the "
         "trend is weak."
@@ -262,7 +262,7 @@ def test_tuning_edge_beyond_noise_band():
 
     # SE = sqrt(0.9 * 0.1 / 10000) = 0.003, and 1.96 * sqrt(2) * SE = 0.008316.
     assert (
-        "Grid edge: lr 0.1, selected for linear, is the largest value tried and beats the next "
+        "Grid edge: --lr 0.1, selected for linear, is the largest value tried and beats the next "
         "one inward, 0.03, by 0.0500 in validation accuracy, so a larger value may do better. "
         "The margin exceeds the noise band of 0.0083."
     ) in table
@@ -313,7 +313,7 @@ def test_tuning_edge_respects_valid_range(key, values, expected):
     if expected is None:
         assert "Grid edge" not in table
     else:
-        assert f"Grid edge: {key} {values[0]}, selected for center" in table
+        assert f"Grid edge: --{key.replace('_', '-')} {values[0]}, selected for center" in table
         assert f"so a {expected} value may do better" in table
 
 
@@ -331,7 +331,7 @@ def test_tuning_edge_compares_along_one_axis():
     table = tune.render_tuning(choices, tune.select(choices, shared=False), "tune ...", 1000)
 
     assert (
-        "lr 0.1, selected for linear, is the largest value tried and beats the next one "
+        "--lr 0.1, selected for linear, is the largest value tried and beats the next one "
         "inward, 0.01, by 0.0100" in table
     )
     assert (
@@ -392,7 +392,7 @@ def test_tuning_warns_shared_selection_unlearned():
     # No combination learned for both, so the higher mean (0.53 against 0.46) is selected.
     assert [c.settings for c in selected["defaults"]] == [high, high]
     assert (
-        "Warning: the selected combination (lr 0.1) did not learn for center, so the selection "
+        "Warning: the selected combination (--lr 0.1) did not learn for center, so the selection "
         "for center is meaningless."
     ) in table
     assert "for linear is meaningless" not in table
@@ -411,7 +411,7 @@ def test_tuning_edges_per_configuration():
     table = tune.render_tuning(choices, selected, "tune ...", 100)
 
     assert "lambda 0.1, selected for center, is the smallest value tried" in table
-    assert "lambda 1, selected for defrag, is the largest value tried" in table
+    assert "--lambda 1, selected for defrag, is the largest value tried" in table
     # The bands differ, because each is computed at its configuration's accuracy: 0.93 for
     # center (0.070723) and 0.92 for defrag (0.075199).
     assert "by 0.0200 in validation accuracy" in table
@@ -474,10 +474,10 @@ def test_tune_end_to_end(tmp_path, data_args, capsys):
     assert "validation accuracy" in provenance
     assert "scored on 100 of 500 held-out training examples" in provenance
     table = (output_dir / "TUNING.md").read_text()
-    assert "| linear | lr 1e+30, epochs 1 | 0.0000 |" in table
+    assert "| linear | --lr 1e+30, --epochs 1 | 0.0000 |" in table
     # Whether two steps lift the lr 0.01 run above 1.5 times chance depends on the data, so
     # the near-chance mark and warnings are tested with fixed accuracies elsewhere.
-    assert "| linear | lr 0.01, epochs 1 |" in table
+    assert "| linear | --lr 0.01, --epochs 1 |" in table
     assert "500 training examples held out with seed 0, 100 of them scored." in table
     config = json.loads((output_dir / "linear-lr0.01-epochs1-seed0" / "config.json").read_text())
     assert config["data"]["evaluation"] == "validation"
