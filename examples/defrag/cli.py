@@ -220,7 +220,8 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
         choices=LR_SCHEDULES,
         default="cosine",
         help="cosine = decay the learning rate to 0 over all steps along a half cosine, "
-        "updated every step; constant = keep it (default: %(default)s)",
+        "updated every step; step = multiply it by 0.1 after half and after three quarters "
+        "of the steps; constant = keep it (default: %(default)s)",
     )
     optim.add_argument(
         "--momentum",

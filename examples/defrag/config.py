@@ -7,7 +7,7 @@ from dataclasses import dataclass
 LOSSES = ("ce", "silhouette", "center", "contrastive-center")
 RETRACTIONS = ("none", "polar", "qr", "cayley", "exp")
 OPTIMIZERS = ("rsgd", "sgd-then-retract", "adam-then-retract")
-LR_SCHEDULES = ("cosine", "constant")
+LR_SCHEDULES = ("cosine", "step", "constant")
 AMP_DTYPES = ("none", "bfloat16", "float16")
 
 DEFAULT_EPOCHS = 5

@@ -2,6 +2,7 @@
 
 import csv
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -327,3 +328,29 @@ def test_optimizer_error_names_epoch_and_step(tmp_path, data_args, monkeypatch):
     assert str(error.value) == (
         "At epoch 1, step 2: The gradient of parameter 0 contains inf or NaN."
     )
+
+
+@pytest.mark.parametrize(
+    ("schedule", "expected"),
+    [
+        # 8 steps from lr 0.1: half a cosine down to 0.
+        ("cosine", [0.1 * (1 + math.cos(math.pi * step / 8)) / 2 for step in range(9)]),
+        # Times 0.1 after half (step 4) and after three quarters (step 6) of the steps.
+        ("step", [0.1] * 4 + [0.01] * 2 + [0.001] * 3),
+        ("constant", [0.1] * 9),
+    ],
+)
+def test_lr_schedules(schedule, expected):
+    weight = torch.nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.SGD([weight], lr=0.1)
+    config = TrainConfig(output_dir="unused", lr_schedule=schedule)
+    scheduler = train._build_scheduler(config, optimizer, total_steps=8)
+
+    rates = [optimizer.param_groups[0]["lr"]]
+    for _ in range(8):
+        optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
+        rates.append(optimizer.param_groups[0]["lr"])
+
+    assert rates == pytest.approx(expected, rel=1e-12, abs=1e-15)

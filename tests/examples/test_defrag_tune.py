@@ -70,7 +70,7 @@ def test_command_line_overrides_hparams(tmp_path):
         ({"variants": {"linear": {"lambda": 0.1}}}, "lambda in linear does not apply"),
         ({"variants": {"defrag:adam-then-retract": {"momentum": 0.9}}}, "momentum in defrag"),
         ({"defaults": {"lr": -1}}, "lr in defaults: expected a finite number > 0, got -1"),
-        ({"defaults": {"lr_schedule": "step"}}, "expected one of cosine, constant, got step"),
+        ({"defaults": {"lr_schedule": "linear"}}, "one of cosine, step, constant, got linear"),
         ({"extra": {}}, "must be a JSON object with the keys"),
         ([], "must be a JSON object with the keys"),
     ],
