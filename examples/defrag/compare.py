@@ -163,7 +163,7 @@ def run_compare(args: argparse.Namespace, argv: Sequence[str]) -> Path:
     command = shlex.join(["python", "-m", "examples.defrag", *argv])
     text = report.render_report(results, command, args.output_dir, figures, divergences)
     if hparams is not None:
-        text += "\n" + report.render_provenance(args.hparams, hparams.provenance)
+        text += "\n" + report.render_provenance(args.hparams, hparams)
 
     results_path.parent.mkdir(parents=True, exist_ok=True)
     write_atomically(results_path, text.encode())

@@ -12,7 +12,10 @@ final runs on the test split take them without retyping:
         "defrag": {"lambda": 1.0, "alpha": 0.5},
         "defrag:adam-then-retract": {"lr": 0.001}
       },
-      "provenance": {"defaults": "how these values were chosen", "defrag": "..."}
+      "provenance": {
+        "defaults": {"lr": "how 0.03 was chosen", "weight_decay": "...", "epochs": "..."},
+        "defrag": {"lambda": "...", "alpha": "..."}
+      }
     }
 
 Keys of an entry: ``lr``, ``lr_schedule``, ``epochs``, ``weight_decay``, ``momentum``,
@@ -23,6 +26,10 @@ and options given on the command line override all three. Settings that do not a
 are left out for it: ``lambda`` and ``alpha`` for presets without an auxiliary loss, and
 ``lr`` and ``momentum`` of ``defaults`` and of a preset's entry for Adam runs, which have their
 own learning-rate scale and no momentum.
+
+``provenance`` says, per entry and per setting, which tuning command chose the value, because
+successive tuning stages each choose some settings and keep the others. A string in place of an
+entry's object is one note on the whole entry, as earlier versions of ``tune`` wrote it.
 """
 
 from __future__ import annotations
@@ -69,13 +76,14 @@ class Hyperparameters:
     Attributes:
         defaults: Settings for every run.
         variants: Settings per preset name or ``"preset:optimizer"`` key.
-        provenance: Free text per key (``"defaults"`` or a variants key) saying how the values
-            were chosen.
+        provenance: Per entry key (``"defaults"`` or a variants key), free text per setting
+            key saying how that value was chosen. The setting key ``""`` holds a note on the
+            whole entry.
     """
 
     defaults: dict[str, Any] = field(default_factory=dict)
     variants: dict[str, dict[str, Any]] = field(default_factory=dict)
-    provenance: dict[str, str] = field(default_factory=dict)
+    provenance: dict[str, dict[str, str]] = field(default_factory=dict)
 
     def settings_for(self, variant: str, optimizer: str | None) -> dict[str, Any]:
         """Return the merged settings of a run of ``variant`` with ``optimizer``.
@@ -100,12 +108,20 @@ class Hyperparameters:
         """Return the ``train`` options of ``settings_for`` as command-line arguments."""
         return settings_argv(self.settings_for(variant, optimizer))
 
+    def entry(self, key: str) -> dict[str, Any]:
+        """Return the settings of entry ``key``: ``"defaults"`` or a variants key."""
+        return self.defaults if key == "defaults" else self.variants.get(key, {})
+
     def to_dict(self) -> dict[str, Any]:
         """Return the file's JSON structure."""
+        provenance: dict[str, Any] = {}
+        for key, notes in self.provenance.items():
+            # A lone whole-entry note is written back as the string it was read from.
+            provenance[key] = notes[""] if set(notes) == {""} else notes
         return {
             "defaults": self.defaults,
             "variants": self.variants,
-            "provenance": self.provenance,
+            "provenance": provenance,
         }
 
 
@@ -145,8 +161,23 @@ def load_hparams(path: Path) -> Hyperparameters:
     for key, entry in _object(path, "variants", data.get("variants", {})).items():
         variant, optimizer = _split_key(path, key)
         variants[key] = _check_entry(path, key, entry, variant, optimizer)
-    provenance = {str(key): str(text) for key, text in data.get("provenance", {}).items()}
+    provenance = {
+        str(key): _provenance_notes(path, key, notes)
+        for key, notes in _object(path, "provenance", data.get("provenance", {})).items()
+    }
     return Hyperparameters(defaults, variants, provenance)
+
+
+def _provenance_notes(path: Path, key: str, notes: Any) -> dict[str, str]:
+    """Return the notes of one provenance entry per setting key; a string covers the entry."""
+    if isinstance(notes, str):
+        return {"": notes}
+    if not isinstance(notes, dict) or not all(isinstance(text, str) for text in notes.values()):
+        raise cli.OptionConflict(
+            f"--hparams {path}: provenance of {key} must be a string or an object of strings "
+            'per setting, such as {"lr": "selected by ..."}.'
+        )
+    return {str(name): text for name, text in notes.items()}
 
 
 def write_hparams(path: Path, hparams: Hyperparameters) -> None:

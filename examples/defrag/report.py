@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from examples.defrag.data import DATASET_TITLES
+from examples.defrag.hparams import OPTIONS, Hyperparameters
 from examples.defrag.results import (
     CHANCE_FACTOR,
     Divergence,
@@ -523,14 +524,37 @@ def _hyperparameter_table(groups: Sequence[Group]) -> str:
     return "\n".join(rows)
 
 
-def render_provenance(path: Path, provenance: Mapping[str, str]) -> str:
-    """Render where the settings of a ``--hparams`` file came from, as a markdown section."""
+def render_provenance(path: Path, hparams: Hyperparameters) -> str:
+    """Render where the settings of a ``--hparams`` file came from, as a markdown section.
+
+    One line per entry and tuning command: the settings that command chose, as options with
+    their values, then its note. A note on a whole entry gets a line of its own.
+    """
     lines = ["## Where the hyperparameters come from", ""]
     lines.append(f"The runs took their settings from `{path}`.")
-    if provenance:
+    if hparams.provenance:
         lines.append("")
-        lines += [f"- {key}: {text}" for key, text in provenance.items()]
+    for key, notes in hparams.provenance.items():
+        by_note: dict[str, list[str]] = {}
+        for setting, note in notes.items():
+            by_note.setdefault(note, []).append(setting)
+        for note, settings in by_note.items():
+            lines.append(f"- {_provenance_subject(key, settings, hparams.entry(key))}: {note}")
     return "\n".join(lines) + "\n"
+
+
+def _provenance_subject(key: str, settings: Sequence[str], entry: Mapping[str, Any]) -> str:
+    """Name an entry and the settings one note covers, e.g. ``defaults, `--lr 0.03```."""
+    options = []
+    for setting in settings:
+        if not setting:
+            continue
+        option = OPTIONS[setting][0] if setting in OPTIONS else setting
+        value = f" {entry[setting]}" if setting in entry else ""
+        options.append(f"`{option}{value}`")
+    if not options:
+        return key
+    return f"{key}, {join_words(options)}"
 
 
 def _runs_table(results: Sequence[RunResult], divergences: Sequence[Divergence]) -> str:

@@ -440,7 +440,7 @@ def merge_selection(
     """Add the selected settings to ``existing`` and record how they were chosen."""
     defaults = dict(existing.defaults)
     variants = {key: dict(entry) for key, entry in existing.variants.items()}
-    provenance = dict(existing.provenance)
+    provenance = {key: dict(notes) for key, notes in existing.provenance.items()}
     seeds = " ".join(map(str, dict.fromkeys(args.seeds)))
 
     for key, chosen in selected.items():
@@ -455,11 +455,18 @@ def merge_selection(
             text = f"validation accuracy {chosen.mean_accuracy:.4f}"
             group = [chosen]
         evaluated = max(choice.evaluated for choice in group)
-        provenance[key] = (
+        note = (
             f"selected by `{command}`: {text}, seeds {seeds}, "
             f"{_scored_text(evaluated, args.validation)} (seed {VALIDATION_SEED})"
             f"{_untrained_text(group)}"
         )
+        # Only the settings this stage tuned get its note; earlier stages keep theirs. A setting
+        # with one value in the grid was fixed by the command, not selected.
+        for setting, _ in group[0].settings:
+            fixed = len(set(getattr(args, f"search_{setting}", None) or [])) == 1
+            provenance.setdefault(key, {})[setting] = (
+                f"fixed by `{command}`, the only value it tried" if fixed else note
+            )
     return Hyperparameters(defaults, variants, provenance)
 
 

@@ -6,9 +6,10 @@ import pytest
 import scipy.stats
 from fake_runs import plan, render, write_diverged_run, write_fake_run
 
-from examples.defrag import runner
+from examples.defrag import report, runner
 from examples.defrag.__main__ import main
 from examples.defrag.checkpoint import RunError
+from examples.defrag.hparams import Hyperparameters
 from examples.defrag.variants import (
     FIGURE3_VARIANTS,
     PAPER_RESULTS,
@@ -481,3 +482,29 @@ def test_mnist_report_carries_caveat(tmp_path):
     text = render(planned)
 
     assert "These MNIST values were not re-read from the paper's Figure 3" in text
+
+
+def test_provenance_section_names_each_setting_and_its_command():
+    hparams = Hyperparameters(
+        defaults={"lr": 0.03, "weight_decay": 0.0005, "epochs": 15},
+        variants={"defrag": {"lambda": 1.0}},
+        provenance={
+            "defaults": {
+                "lr": "selected by A",
+                "weight_decay": "selected by B",
+                "epochs": "selected by B",
+            },
+            "defrag": {"": "an older note on the whole entry", "lambda": "selected by C"},
+        },
+    )
+
+    section = report.render_provenance("h.json", hparams)
+
+    assert section.splitlines()[2:] == [
+        "The runs took their settings from `h.json`.",
+        "",
+        "- defaults, `--lr 0.03`: selected by A",
+        "- defaults, `--weight-decay 0.0005` and `--epochs 15`: selected by B",
+        "- defrag: an older note on the whole entry",
+        "- defrag, `--lambda 1.0`: selected by C",
+    ]

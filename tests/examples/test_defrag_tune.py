@@ -470,8 +470,10 @@ def test_tune_end_to_end(tmp_path, data_args, capsys):
     selected = json.loads((output_dir / "hparams.json").read_text())
     assert selected["defaults"] == {"weight_decay": 0.0001}
     assert selected["variants"]["linear"] == {"lr": 0.01, "epochs": 1}
-    provenance = selected["provenance"]["linear"]
+    provenance = selected["provenance"]["linear"]["lr"]
     assert "validation accuracy" in provenance
+    # --epochs had one value, so the command fixed it rather than selecting it.
+    assert selected["provenance"]["linear"]["epochs"].startswith("fixed by `python -m")
     assert "scored on 100 of 500 held-out training examples" in provenance
     table = (output_dir / "TUNING.md").read_text()
     assert "| linear | --lr 1e+30, --epochs 1 | 0.0000 |" in table
@@ -530,13 +532,13 @@ def test_provenance_scored_examples():
     seed = tune.VALIDATION_SEED
     assert (
         f"seeds 0 1, scored on all 5,000 held-out training examples (seed {seed})"
-        == merged_all.provenance["linear"].split(": validation accuracy 0.9000, ")[1]
+        == merged_all.provenance["linear"]["lr"].split(": validation accuracy 0.9000, ")[1]
     )
     assert (
         f"scored on 200 of 5,000 held-out training examples (seed {seed})"
-        in merged_subset.provenance["defaults"]
+        in merged_subset.provenance["defaults"]["lr"]
     )
-    assert "Warning" not in merged_all.provenance["linear"]
+    assert "Warning" not in merged_all.provenance["linear"]["lr"]
 
 
 def test_provenance_warns_near_chance():
@@ -549,7 +551,7 @@ def test_provenance_warns_near_chance():
         hparams.Hyperparameters(), {"linear": untrained}, args, "tune ..."
     )
 
-    assert "Warning: the selected runs of linear did not learn" in merged.provenance["linear"]
+    assert "Warning: the selected runs of linear did not learn" in merged.provenance["linear"]["lr"]
 
 
 def test_tune_rejects_test_split_runs(tmp_path):
@@ -599,3 +601,57 @@ def test_shared_search_must_apply_to_every_configuration(tmp_path, capsys, argv,
 
     assert exit_info.value.code == 2
     assert expected in capsys.readouterr().err
+
+
+def test_provenance_per_setting_across_stages():
+    # Stage 1 selects the learning rate, stage 2 the weight decay: the file must still say
+    # which command chose the learning rate.
+    first = {"defaults": [choice("linear", (("lr", "0.03"),), [0.92], evaluated=500)]}
+    second = {"defaults": [choice("linear", (("weight_decay", "0.0005"),), [0.93], evaluated=500)]}
+    args = argparse.Namespace(seeds=[0], validation=500)
+
+    stage1 = tune.merge_selection(hparams.Hyperparameters(), first, args, "tune --lr 0.01 0.03")
+    stage2 = tune.merge_selection(stage1, second, args, "tune --weight-decay 0 5e-4")
+
+    notes = stage2.provenance["defaults"]
+    assert list(notes) == ["lr", "weight_decay"]
+    assert notes["lr"].startswith(
+        "selected by `tune --lr 0.01 0.03`: mean validation accuracy 0.92"
+    )
+    assert notes["weight_decay"].startswith("selected by `tune --weight-decay 0 5e-4`: ")
+    assert stage2.defaults == {"lr": 0.03, "weight_decay": 0.0005}
+
+
+def test_provenance_of_a_single_value_is_fixed():
+    args = argparse.Namespace(seeds=[0], validation=500, search_lr=[0.01, 0.1], search_epochs=[20])
+    chosen = choice("linear", (("lr", "0.1"), ("epochs", "20")), [0.9], evaluated=500)
+
+    merged = tune.merge_selection(hparams.Hyperparameters(), {"linear": chosen}, args, "tune ...")
+
+    assert merged.provenance["linear"]["lr"].startswith("selected by `tune ...`: ")
+    assert merged.provenance["linear"]["epochs"] == "fixed by `tune ...`, the only value it tried"
+
+
+def test_hparams_file_round_trips_provenance(tmp_path):
+    data = {
+        "defaults": {"lr": 0.03},
+        "variants": {"defrag": {"lambda": 1.0}},
+        "provenance": {"defaults": {"lr": "selected by A"}, "defrag": "one note, older format"},
+    }
+    path = write(tmp_path / "h.json", data)
+
+    loaded = hparams.load_hparams(path)
+
+    assert loaded.provenance == {
+        "defaults": {"lr": "selected by A"},
+        "defrag": {"": "one note, older format"},
+    }
+    assert loaded.to_dict() == data
+
+
+@pytest.mark.parametrize("notes", [["a list"], {"lr": 3}])
+def test_invalid_provenance(tmp_path, notes):
+    path = write(tmp_path / "h.json", {"provenance": {"defaults": notes}})
+
+    with pytest.raises(cli.OptionConflict, match="provenance of defaults must be a string or an"):
+        hparams.load_hparams(path)
