@@ -73,6 +73,7 @@ def render_verdicts(
     baseline: Group | None,
     orphans: Mapping[str, Sequence[Divergence]],
     paper: PaperResults | None = None,
+    comparable: bool = True,
 ) -> str:
     """Judge each claim of the paper that the runs can test, at the 5% level.
 
@@ -91,26 +92,83 @@ def render_verdicts(
         orphans: The diverged runs of configurations without a finished run, by label.
         paper: The paper's accuracies on the runs' dataset, which tell which of
             ``PAPER_RIVALS`` the paper runs there; None to expect all of them.
+        comparable: Whether the runs' accuracies can be set against the paper's levels. False
+            when they trained on another split than the paper's, so that the claims on an
+            accuracy level are not tested.
     """
+    tests: list[tuple[str, float]] = []
     claims = [f"- {label}: withheld, every run diverged (see above)." for label in orphans]
-    claims += _ordering_verdicts(groups, baseline)
-    claims += _target_verdicts(groups)
+    claims += _ordering_verdicts(groups, baseline, tests)
+    claims += _target_verdicts(groups, comparable)
 
     blocks = [
         f"Each verdict uses the paired test of the main table (significance level "
-        f"{SIGNIFICANCE}). A difference, in either direction, that the test cannot separate "
-        "from seed-to-seed or example-to-example variation is called not distinguishable from "
-        "noise."
+        f"{SIGNIFICANCE}, two-sided). A difference, in either direction, that the test cannot "
+        "separate from seed-to-seed or example-to-example variation is called not "
+        "distinguishable from noise."
     ]
     if claims:
         blocks.append("\n".join(claims))
-    blocks += _cluster_section(groups, orphans, paper)
+    blocks += _cluster_section(groups, orphans, paper, tests)
+    blocks += _multiplicity(tests)
     blocks += _other_differences(groups, baseline)
     return "\n\n".join(blocks)
 
 
-def _ordering_verdicts(groups: Sequence[Group], baseline: Group | None) -> list[str]:
-    """Verdicts on "configuration X is above (or below) Linear" where the paper orders the two."""
+def holm_adjusted(p_values: Sequence[float]) -> list[float]:
+    """Return Holm's step-down adjusted p-values, in the order of ``p_values``.
+
+    The i-th smallest of m p-values is multiplied by m - i + 1 (i from 1), capped at 1, and
+    made non-decreasing along the sorted order. Rejecting where the adjusted value is below the
+    level controls the chance of any false rejection among the m tests at that level.
+    """
+    order = sorted(range(len(p_values)), key=lambda index: p_values[index])
+    adjusted = [1.0] * len(p_values)
+    running = 0.0
+    for rank, index in enumerate(order):
+        running = max(running, min(1.0, (len(p_values) - rank) * p_values[index]))
+        adjusted[index] = running
+    return adjusted
+
+
+def _multiplicity(tests: Sequence[tuple[str, float]]) -> list[str]:
+    """Say what Holm's correction over the verdicts' tests keeps, where it matters.
+
+    Nothing is said with fewer than two tests or without a significant one, where the
+    correction changes no verdict.
+    """
+    significant = [(claim, p) for claim, p in tests if p < SIGNIFICANCE]
+    if len(tests) < 2 or not significant:
+        return []
+
+    adjusted = holm_adjusted([p for _, p in tests])
+    kept = [
+        f"{claim} (adjusted p = {format_p(holm)})"
+        for (claim, p), holm in zip(tests, adjusted, strict=True)
+        if p < SIGNIFICANCE and holm < SIGNIFICANCE
+    ]
+    text = (
+        f"The {len(tests)} tests above each use the {SIGNIFICANCE} level on their own. Holm's "
+        f"correction for all {len(tests)}, which keeps the chance of any false verdict among "
+        f"them below {SIGNIFICANCE}, "
+    )
+    if kept:
+        text += f"keeps {len(kept)} of the {len(significant)} significant verdicts: "
+        text += "; ".join(kept) + "."
+    elif len(significant) == 1:
+        text += "does not keep the one significant verdict."
+    else:
+        text += f"keeps none of the {len(significant)} significant verdicts."
+    return [text]
+
+
+def _ordering_verdicts(
+    groups: Sequence[Group], baseline: Group | None, tests: list[tuple[str, float]]
+) -> list[str]:
+    """Verdicts on "configuration X is above (or below) Linear" where the paper orders the two.
+
+    Each test made is appended to ``tests`` as (claim, p-value).
+    """
     if baseline is None or baseline.paper is None:
         return []
     lines = []
@@ -130,9 +188,13 @@ def _ordering_verdicts(groups: Sequence[Group], baseline: Group | None) -> list[
             continue
         difference = difference_to_baseline(group, baseline)
         p_value = _p_value_against_baseline(group, baseline)
-        if difference is None or p_value is None:
+        if difference is None:
             lines.append(f"- {claim}: not testable here (no paired runs).")
             continue
+        if p_value is None:
+            lines.append(f"- {claim}: {_EQUAL_GAINS}, here {difference:+.4f}.")
+            continue
+        tests.append((f"{group.label} is {direction} Linear", p_value))
         agrees = (difference > 0) == (paper_gap > 0)
         verdict = _verdict(agrees, p_value)
         if len(paired_accuracies(group, baseline)) == 1 and p_value < SIGNIFICANCE:
@@ -141,14 +203,38 @@ def _ordering_verdicts(groups: Sequence[Group], baseline: Group | None) -> list[
     return lines
 
 
+# The paired t-test has no variance to work with when every seed gives the same difference.
+_EQUAL_GAINS = (
+    "not testable here, the difference is the same on every common seed, so the paired t-test "
+    "is undefined"
+)
+
+
+def _paired_p(pairs: Mapping[int, tuple[float, float]]) -> float | None:
+    """Return the paired t-test's p-value over the seeds of ``pairs`` (ours, theirs).
+
+    A difference of 0 on every seed is a tie, p = 1. None when every seed gives the same
+    non-zero difference, where the test is undefined.
+    """
+    ours, theirs = [a for a, _ in pairs.values()], [b for _, b in pairs.values()]
+    p_value = paired_t_test(ours, theirs)
+    tied = all(math.isclose(a, b, abs_tol=1e-9) for a, b in zip(ours, theirs, strict=True))
+    if p_value is None and tied:
+        return 1.0
+    return p_value
+
+
 def _p_value_against_baseline(group: Group, baseline: Group) -> float | None:
-    """Return the p-value of the main table's paired test of ``group`` against Linear."""
+    """Return the p-value of the main table's paired test of ``group`` against Linear.
+
+    None without paired runs, or when the paired t-test is undefined because every seed gives
+    the same difference.
+    """
     pairs = paired_accuracies(group, baseline)
     if not pairs:
         return None
     if len(pairs) >= 2:
-        p_value = paired_t_test([a for a, _ in pairs.values()], [b for _, b in pairs.values()])
-        return 1.0 if p_value is None else p_value
+        return _paired_p(pairs)
     seed = next(iter(pairs))
     return mcnemar_exact(seed_correctness(baseline, seed), seed_correctness(group, seed)).p_value
 
@@ -162,8 +248,11 @@ def _verdict(agrees: bool, p_value: float) -> str:
     return f"not confirmed, the opposite holds (p = {format_p(p_value)})"
 
 
-def _target_verdicts(groups: Sequence[Group]) -> list[str]:
-    """Verdicts on reaching the paper's accuracy: DEFRAG's, and every lower bound it gives."""
+def _target_verdicts(groups: Sequence[Group], comparable: bool) -> list[str]:
+    """Verdicts on reaching the paper's accuracy: DEFRAG's, and every lower bound it gives.
+
+    Where the runs are not ``comparable`` with the paper's, each claim is named as not tested.
+    """
     lines = []
     for group in groups:
         paper = group.paper
@@ -179,6 +268,12 @@ def _target_verdicts(groups: Sequence[Group]) -> list[str]:
             claim = f"- {group.label} is above {target:.4f}, as in the paper: "
         if not group.learned:
             lines.append(claim + f"withheld, a run {failure_reasons(group)} (see above).")
+            continue
+        if not comparable:
+            lines.append(
+                claim + f"not testable here, because these runs trained on another split than "
+                f"the paper's (mean {mean_accuracy:.4f})."
+            )
             continue
 
         # Means are printed to 4 digits, so a mean that rounds to the target counts as equal.
@@ -202,6 +297,7 @@ def _cluster_section(
     groups: Sequence[Group],
     orphans: Mapping[str, Sequence[Divergence]],
     paper: PaperResults | None,
+    tests: list[tuple[str, float]],
 ) -> list[str]:
     """Render the verdicts on DEFRAG's cluster lead: a paragraph naming the rivals, then a list.
 
@@ -225,7 +321,7 @@ def _cluster_section(
     compared = [group for group in rivals if not group.untrained_seeds]
     items = []
     for group in defrag:
-        items += _cluster_verdicts(group, compared)
+        items += _cluster_verdicts(group, compared, tests)
     paragraph = _rivals_paragraph(rivals, compared, orphans, paper)
     if len(defrag) >= 2:
         paragraph += (
@@ -292,41 +388,112 @@ def _rivals_paragraph(
     return text
 
 
-def _cluster_verdicts(group: Group, compared: Sequence[Group]) -> list[str]:
-    """Judge one DEFRAG row's lead on each cluster metric over the best rival."""
+def _cluster_verdicts(
+    group: Group, compared: Sequence[Group], tests: list[tuple[str, float]]
+) -> list[str]:
+    """Judge one DEFRAG row's lead on each cluster metric over every rival."""
     claim = f"- {group.label} leads the silhouette score and distance ratio: "
     if not group.learned:
         return [claim + f"withheld, a run {failure_reasons(group)} (see above)."]
     if not compared:
         return [claim + "withheld, no other configuration learned (see above)."]
-    return [_cluster_verdict(group, compared, metric) for metric in CLUSTER_METRICS]
+    return [_cluster_verdict(group, compared, metric, tests) for metric in CLUSTER_METRICS]
 
 
-def _cluster_verdict(group: Group, compared: Sequence[Group], metric: ClusterMetric) -> str:
-    """Judge one DEFRAG row against the rival with the best mean of one cluster metric."""
-    rival = _best_group(compared, metric)
-    ours, theirs = mean(group.final(metric.key)), mean(rival.final(metric.key))
+def _cluster_verdict(
+    group: Group,
+    compared: Sequence[Group],
+    metric: ClusterMetric,
+    tests: list[tuple[str, float]],
+) -> str:
+    """Judge one DEFRAG row's lead on one cluster metric over every rival.
+
+    The claim holds only when DEFRAG leads each rival, so each rival gets its own paired
+    t-test over the common seeds (an intersection-union test). The claim is confirmed when
+    DEFRAG leads every rival with p < 0.05, and its p-value is the largest of theirs. It is not
+    confirmed when a rival leads DEFRAG with p < 0.05. The line shows the rival with the best
+    mean and DEFRAG's position against it, seed by seed.
+    """
+    best = _best_group(compared, metric)
+    ours, theirs = mean(group.final(metric.key)), mean(best.final(metric.key))
     text = (
         f"- {group.label} has {metric.comparative} than every rival (here {ours:.4f}, best "
-        f"rival: {rival.label} {theirs:.4f}): "
+        f"rival: {best.label} {theirs:.4f}): "
     )
-    pairs = paired_finals(group, rival, metric.key)
-    if len(pairs) < 2:
-        if ours == theirs:
-            position = "tied"
-        elif metric.best_of(ours, theirs) == ours:
-            position = "ahead"
-        else:
-            position = "behind"
-        return text + f"{position}, fewer than two common seeds, so no test."
+    pairs = {rival.label: paired_finals(group, rival, metric.key) for rival in compared}
+    short = [label for label, common in pairs.items() if len(common) < 2]
+    if short:
+        with_whom = "" if len(short) == len(pairs) else f" with {join_words(short)}"
+        position = _position(ours, theirs, metric)
+        return text + f"{position}, fewer than two common seeds{with_whom}, so no test."
 
     # A positive gain favours DEFRAG, whichever direction the metric improves in.
     sign = 1 if metric.best_of is max else -1
-    gains = {seed: sign * (a - b) for seed, (a, b) in pairs.items()}
-    p_value = paired_t_test([a for a, _ in pairs.values()], [b for _, b in pairs.values()])
-    agrees = statistics.fmean(gains.values()) > 0
-    verdict = _verdict(agrees, 1.0 if p_value is None else p_value)
-    return text + f"{_seed_direction(gains)}, {verdict}."
+    gains = {
+        label: {seed: sign * (a - b) for seed, (a, b) in common.items()}
+        for label, common in pairs.items()
+    }
+    p_values = {label: _paired_p(common) for label, common in pairs.items()}
+    claim = f"{group.label} has {metric.superlative}"
+    verdict = _every_rival_verdict(gains, p_values, best.label, claim, tests)
+    return text + f"{_seed_direction(gains[best.label])}, {verdict}."
+
+
+def _position(ours: float, theirs: float, metric: ClusterMetric) -> str:
+    """Word DEFRAG's mean against the best rival's: "ahead", "behind" or "tied"."""
+    if ours == theirs:
+        return "tied"
+    return "ahead" if metric.best_of(ours, theirs) == ours else "behind"
+
+
+def _every_rival_verdict(
+    gains: Mapping[str, Mapping[int, float]],
+    p_values: Mapping[str, float | None],
+    best: str,
+    claim: str,
+    tests: list[tuple[str, float]],
+) -> str:
+    """Word the verdict on leading every rival from the per-rival gains and p-values.
+
+    ``best`` is the rival with the best mean, named first where several rivals are ahead.
+    """
+    mean_gains = {
+        label: statistics.fmean(seed_gains.values()) for label, seed_gains in gains.items()
+    }
+    leading = {label: gain > 0 for label, gain in mean_gains.items()}
+    opposed = {
+        label: p
+        for label, p in p_values.items()
+        if p is not None and p < SIGNIFICANCE and not leading[label]
+    }
+    if opposed:
+        label = min(opposed, key=opposed.__getitem__)
+        tests.append((claim, opposed[label]))
+        return f"not confirmed, {label} leads (p = {format_p(opposed[label])})"
+
+    undefined = [label for label, p in p_values.items() if p is None]
+    if undefined:
+        return (
+            f"not testable against {join_words(undefined)}, whose gap is the same on every common "
+            "seed, so the paired t-test is undefined"
+        )
+
+    known = {label: p for label, p in p_values.items() if p is not None}
+
+    # A rival level with or ahead of DEFRAG in the mean gives the lead no support: p = 1.
+    ahead = [label for label in known if not leading[label]]
+    if ahead:
+        tests.append((claim, 1.0))
+        label = best if best in ahead else ahead[0]
+        position = "is ahead" if mean_gains[label] < 0 else "ties in the mean"
+        return f"not distinguishable from noise ({label} {position}, p = {format_p(known[label])})"
+
+    weakest = max(known, key=known.__getitem__)
+    p_value = known[weakest]
+    tests.append((claim, p_value))
+    if p_value < SIGNIFICANCE:
+        return f"confirmed against every rival (largest p = {format_p(p_value)})"
+    return f"not distinguishable from noise (p = {format_p(p_value)} against {weakest})"
 
 
 def _seed_direction(gains: Mapping[int, float]) -> str:

@@ -220,8 +220,13 @@ def test_mnist_report_uses_figure3_values(tmp_path):
     assert "| Linear | above 0.9900 | 0.9950 | 0 | +0.0050 | baseline |" in text
     assert "the paper reports more than 0.1040 below Linear; here it is 0.2450 below" in text
     assert "- Softplus is below Linear (paper: more than 0.1040 below): confirmed" in text
-    assert "- Linear is above 0.9900, as in the paper: yes, mean 0.9950." in text
-    assert "- DEFRAG (polar, rsgd) is above 0.9900, as in the paper: no, mean 0.9800" in text
+    # Runs on part of the official test split cannot be held against the paper's levels, which
+    # come from the 60,000 training images (field case: the page answered "no" to them).
+    assert (
+        "- Linear is above 0.9900, as in the paper: not testable here, because these runs "
+        "trained on another split than the paper's (mean 0.9950)."
+    ) in text
+    assert "- DEFRAG (polar, rsgd) is above 0.9900, as in the paper: not testable here" in text
     assert "DEFRAG (polar, rsgd) is above Linear" not in text
     assert "Softplus reaches" not in text
 
@@ -250,13 +255,15 @@ def test_mnist_other_width_gets_no_paper_values(tmp_path):
 
 
 def test_lower_bound_wording(tmp_path):
+    # Runs on the official MNIST split (downloaded), so the levels are comparable.
     planned = plan(tmp_path, ["linear", "defrag"], dataset="mnist")
-    write_fake_run(planned[0], 199, test_split_only=True)
-    write_fake_run(planned[1], 198, test_split_only=True)
+    write_fake_run(planned[0], 199)
+    write_fake_run(planned[1], 198)
 
     text = render(planned)
 
     assert "mean test accuracy 0.9950 is 0.0050 above the paper's lower bound 0.9900." in text
+    assert "- Linear is above 0.9900, as in the paper: yes, mean 0.9950." in text
     assert (
         "- DEFRAG (polar, rsgd) is above 0.9900, as in the paper: no, mean 0.9900 is "
         "equal to (within 0.00005) it." in text

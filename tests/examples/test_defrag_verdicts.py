@@ -7,7 +7,7 @@ from fake_runs import plan, render, write_diverged_run, write_fake_run
 from examples.defrag import runner
 from examples.defrag.report import render_report
 from examples.defrag.results import group_results, load_divergence, load_result
-from examples.defrag.verdicts import failure_reasons, relation
+from examples.defrag.verdicts import failure_reasons, holm_adjusted, relation
 
 
 def test_verdicts_over_three_seeds(tmp_path):
@@ -97,7 +97,7 @@ def test_cluster_rival_keeps_finished_runs(tmp_path):
     assert (
         "- DEFRAG (polar, rsgd) has a higher test silhouette score than every rival (here "
         "0.5500, best rival: Center 0.7100): behind on both common seeds (0, 2), not "
-        f"distinguishable from noise (p = {expected:.2g})." in text
+        f"distinguishable from noise (Center is ahead, p = {expected:.2g})." in text
     )
     assert (
         "A configuration with a diverged seed (here Center) gets no verdicts of its own but "
@@ -126,8 +126,8 @@ def test_cluster_rivals_leave_out_other_defrag_rows(tmp_path):
     )
     assert (
         "- DEFRAG (polar, rsgd) has a higher test silhouette score than every rival (here "
-        "0.5000, best rival: Linear 0.3000): ahead, fewer than two common seeds, so no test."
-        in text
+        "0.5000, best rival: Linear 0.3000): ahead, fewer than two common seeds, so "
+        "no test." in text
     )
     assert "best rival: DEFRAG" not in text
     assert (
@@ -190,17 +190,22 @@ def test_cluster_rivals_missing_on_mnist(tmp_path):
 @pytest.mark.parametrize(
     ("defrag", "linear", "expected"),
     [
-        ([0.6, 0.61, 0.63], [0.5, 0.5, 0.51], "ahead on all 3 common seeds (0, 1, 2), confirmed"),
+        (
+            [0.6, 0.61, 0.63],
+            [0.5, 0.5, 0.51],
+            "ahead on all 3 common seeds (0, 1, 2), confirmed against every rival "
+            "(largest p = {p})",
+        ),
         (
             [0.6, 0.6, 0.45],
             [0.5, 0.5, 0.5],
             "ahead in the mean of the 3 common seeds (0, 1, 2), on 2 of them, not "
-            "distinguishable from noise",
+            "distinguishable from noise (p = {p} against Linear)",
         ),
         (
             [0.4, 0.41, 0.43],
             [0.5, 0.5, 0.51],
-            "behind on all 3 common seeds (0, 1, 2), not confirmed, the opposite holds",
+            "behind on all 3 common seeds (0, 1, 2), not confirmed, Linear leads (p = {p})",
         ),
     ],
     ids=["ahead", "mixed", "behind"],
@@ -214,11 +219,13 @@ def test_cluster_verdict_direction(tmp_path, defrag, linear, expected):
     text = render(planned)
 
     p_value = scipy.stats.ttest_rel(defrag, linear).pvalue
-    assert f"best rival: Linear {sum(linear) / 3:.4f}): {expected} (p = {p_value:.2g})." in text
+    verdict = expected.format(p=f"{p_value:.2g}")
+    assert f"best rival: Linear {sum(linear) / 3:.4f}): {verdict}." in text
+    # Equal distance ratios on every seed: a tie, which gives the lead no support.
     assert (
         "- DEFRAG (polar, rsgd) has a lower distance ratio than every rival (here 0.2500, best "
         "rival: Linear 0.2500): tied in the mean of the 3 common seeds (0, 1, 2), not "
-        "distinguishable from noise (p = 1)." in text
+        "distinguishable from noise (Linear ties in the mean, p = 1)." in text
     )
 
 
@@ -291,3 +298,98 @@ def test_failure_reasons_of_group(tmp_path):
 
     assert failure_reasons(failed) == "diverged and did not learn"
     assert failure_reasons(clean) == ""
+
+
+def test_cluster_lead_needs_every_rival(tmp_path):
+    # Review case: the lead over every rival was tested against the rival with the best mean
+    # only. Here DEFRAG beats Center's high mean on every seed, but Linear, whose mean is lower,
+    # varies so much that DEFRAG's lead over it is not significant, so the claim is not shown.
+    planned = plan(tmp_path, ["linear", "center", "defrag"], seeds=(0, 1, 2))
+    silhouettes = {
+        "linear": [0.2, 0.9, 0.45],
+        "center": [0.58, 0.59, 0.60],
+        "defrag": [0.60, 0.62, 0.63],
+    }
+    for run in planned:
+        write_fake_run(run, 180, silhouette=silhouettes[run.spec.variant.name][run.spec.seed])
+
+    text = render(planned)
+
+    against_center = scipy.stats.ttest_rel(silhouettes["defrag"], silhouettes["center"]).pvalue
+    against_linear = scipy.stats.ttest_rel(silhouettes["defrag"], silhouettes["linear"]).pvalue
+    assert against_center < 0.05 <= against_linear
+    assert (
+        "- DEFRAG (polar, rsgd) has a higher test silhouette score than every rival (here "
+        "0.6167, best rival: Center 0.5900): ahead on all 3 common seeds (0, 1, 2), not "
+        f"distinguishable from noise (p = {against_linear:.2g} against Linear)." in text
+    )
+
+
+def test_cluster_lead_with_equal_gaps_is_not_tested(tmp_path):
+    # The same non-zero gap on every seed leaves the paired t-test without variance. It was
+    # read as p = 1 (noise), which hides that every seed agrees.
+    planned = plan(tmp_path, ["linear", "defrag"], seeds=(0, 1))
+    silhouettes = {"linear": [0.25, 0.5], "defrag": [0.5, 0.75]}
+    for run in planned:
+        write_fake_run(run, 180, silhouette=silhouettes[run.spec.variant.name][run.spec.seed])
+
+    text = render(planned)
+
+    assert (
+        "ahead on both common seeds (0, 1), not testable against Linear, whose gap is the same "
+        "on every common seed, so the paired t-test is undefined." in text
+    )
+
+
+def test_holm_adjusted_p_values():
+    # m = 4: sorted 0.01, 0.02, 0.03, 0.5 times 4, 3, 2, 1, then made non-decreasing.
+    assert holm_adjusted([0.03, 0.01, 0.5, 0.02]) == pytest.approx([0.06, 0.04, 0.5, 0.06])
+    assert holm_adjusted([0.9, 0.8]) == pytest.approx([1.0, 1.0])
+    assert holm_adjusted([0.04, 0.01]) == pytest.approx([0.04, 0.02])
+    assert holm_adjusted([]) == []
+
+
+def test_multiplicity_paragraph(tmp_path):
+    # Three claims against Linear on one seed, each significant alone (McNemar): Silhouette and
+    # Center win 6 of 6 discordant examples (p = 2 / 2^6 = 0.031), DEFRAG 20 of 20
+    # (p = 2 / 2^20 = 1.9e-06). Holm multiplies them by 2, 1 and 3 in sorted order and makes the
+    # results non-decreasing: 0.0625 for both 0.031s, 5.7e-06 for DEFRAG.
+    planned = plan(tmp_path, ["linear", "silhouette", "center", "defrag"])
+    for run, correct in zip(planned, [150, 156, 156, 170], strict=True):
+        write_fake_run(run, correct)
+
+    text = render(planned)
+
+    assert (
+        "The 3 tests above each use the 0.05 level on their own. Holm's correction for all 3, "
+        "which keeps the chance of any false verdict among them below 0.05, keeps 1 of the 3 "
+        "significant verdicts: DEFRAG (polar, rsgd) is above Linear (adjusted p = 5.7e-06)."
+    ) in text
+
+
+def test_multiplicity_keeps_nothing(tmp_path):
+    # Silhouette alone wins 6 of 6 discordant examples (p = 0.031); Center and DEFRAG tie with
+    # Linear (p = 1). Holm multiplies the smallest of 3 p-values by 3: 0.094.
+    planned = plan(tmp_path, ["linear", "silhouette", "center", "defrag"])
+    for run, correct in zip(planned, [150, 156, 150, 150], strict=True):
+        write_fake_run(run, correct)
+
+    text = render(planned)
+
+    assert "Holm's correction for all 3" in text
+    assert "below 0.05, does not keep the one significant verdict." in text
+
+
+def test_cluster_lead_names_rivals_without_common_seeds(tmp_path):
+    # Linear shares seeds 0 and 1 with DEFRAG, Center only seed 0: no test of the lead over
+    # every rival, and the line says which rival lacks the seeds.
+    planned = plan(tmp_path, ["linear", "center", "defrag"], seeds=(0, 1))
+    for run in planned:
+        if run.spec.variant.name == "center" and run.spec.seed == 1:
+            continue
+        write_fake_run(run, 180)
+    results = [load_result(run) for run in planned if (run.output_dir / "metrics.json").is_file()]
+
+    text = render_report(results, "compare", tmp_path)
+
+    assert "tied, fewer than two common seeds with Center, so no test." in text
