@@ -173,8 +173,8 @@ def run_compare(args: argparse.Namespace, argv: Sequence[str]) -> Path:
 
 # Captions of the images that plot draws, by the stem that their file names start with.
 FIGURE_CAPTIONS = {
-    Path(FIGURE3_NAME).stem: "2-D test features of each configuration, laid out as the paper's "
-    "Figure 3",
+    Path(FIGURE3_NAME).stem: "2-D test features of each configuration, one run each (the "
+    "figure names its seed), laid out as the paper's Figure 3",
     Path(CURVES_NAME).stem: "Training loss and test accuracy per epoch",
 }
 

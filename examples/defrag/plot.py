@@ -253,14 +253,21 @@ def plot_features(runs: Sequence[PlotRun], path: Path) -> Path:
     for axis in axes[len(runs) + 1 :]:
         axis.axis("off")
 
-    first = runs[0]
-    figure.suptitle(
-        f"Test features of a 2-D feature layer, {DATASET_TITLES[first.record['dataset']]}, "
-        f"{len(first.labels):,} test examples (compare Figure 3 of arXiv:1806.07688)",
-        fontsize=13,
-    )
+    figure.suptitle(_features_title(runs), fontsize=13)
     figure.savefig(path, dpi=_DPI)
     return path
+
+
+def _features_title(runs: Sequence[PlotRun]) -> str:
+    """Title the feature plot with the dataset, the test set and the seeds of its panels."""
+    first = runs[0]
+    seeds = sorted({run.record["seed"] for run in runs})
+    seed_text = f"seed {seeds[0]}" if len(seeds) == 1 else f"seeds {', '.join(map(str, seeds))}"
+    return (
+        f"Test features of a 2-D feature layer, {DATASET_TITLES[first.record['dataset']]}, "
+        f"{len(first.labels):,} test examples, one run per panel ({seed_text})\n"
+        "(compare Figure 3 of arXiv:1806.07688)"
+    )
 
 
 def _figure3_position(run: PlotRun) -> int:

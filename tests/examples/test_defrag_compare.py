@@ -434,7 +434,10 @@ def test_compare_embeds_figures_relative_to_the_report(tmp_path):
     main(["compare", *argv, "--results", str(results), "--figures", str(figure)])
 
     text = results.read_text()
-    caption = "2-D test features of each configuration, laid out as the paper's Figure 3"
+    caption = (
+        "2-D test features of each configuration, one run each (the figure names its seed), "
+        "laid out as the paper's Figure 3"
+    )
     assert f"## Figures\n\n![{caption}](<img/figure3.png>)\n\n*{caption}*" in text
 
 

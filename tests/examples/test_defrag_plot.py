@@ -60,6 +60,19 @@ def test_panel_labels_name_seeds():
     assert labels == ["DEFRAG (polar, rsgd), seed 0", "DEFRAG (polar, rsgd), seed 1"]
 
 
+def test_features_title_names_the_seed():
+    # Review case: the Figure 3 plot showed seed 0 only, beside a table of means over seeds,
+    # without saying which run each panel is.
+    runs = [
+        plot.PlotRun(None, record_of(name), [], None, torch.zeros(TEST_EXAMPLES))
+        for name in ("linear", "defrag")
+    ]
+
+    title = plot._features_title(runs)
+
+    assert "MNIST, 50 test examples, one run per panel (seed 0)" in title
+
+
 def test_plots_skip_diverged_runs(tmp_path, capsys):
     write_run(tmp_path / "runs" / "linear-seed0", "linear")
     diverged = tmp_path / "runs" / "defrag-polar-rsgd-seed0"
