@@ -21,7 +21,6 @@ from examples.defrag import cli, train
 from examples.defrag.checkpoint import (
     CHECKPOINT_NAME,
     CONFIG_NAME,
-    FEATURES_NAME,
     METRICS_NAME,
     PREDICTIONS_NAME,
     RunError,
@@ -277,9 +276,14 @@ def run_status(config: TrainConfig) -> RunStatus:
 
 
 def is_finished(output_dir: Path, epochs: int) -> bool:
-    """Return whether a run folder contains the metrics and test outputs of all epochs."""
+    """Return whether a run folder contains the metrics and test predictions of all epochs.
+
+    Training writes the predictions and features of an epoch before its metrics, so a run whose
+    metrics hold every epoch wrote both. The features are not required here, because the records
+    kept to rewrite the tuning tables leave them out.
+    """
     metrics_path = output_dir / METRICS_NAME
-    if not metrics_path.is_file() or not (output_dir / FEATURES_NAME).is_file():
+    if not metrics_path.is_file():
         return False
     if len(read_json(metrics_path)) != epochs:
         return False
