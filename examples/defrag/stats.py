@@ -69,6 +69,20 @@ def paired_t_test(variant: Sequence[float], baseline: Sequence[float]) -> float 
     return float(scipy.stats.ttest_rel(variant, baseline).pvalue)
 
 
+def t_interval(values: Sequence[float], level: float = 0.95) -> tuple[float, float] | None:
+    """Return the two-sided Student-t confidence interval of the mean of ``values``.
+
+    The interval is ``mean ± t(1 - (1 - level) / 2, n - 1) * s / sqrt(n)``, with ``s`` the
+    sample standard deviation. None for fewer than two values, where it is undefined.
+    """
+    if len(values) < 2:
+        return None
+    half = scipy.stats.t.ppf(0.5 + level / 2, len(values) - 1) * statistics.stdev(values)
+    half /= math.sqrt(len(values))
+    center = statistics.fmean(values)
+    return center - half, center + half
+
+
 def format_p(p_value: float) -> str:
     """Format a p-value with 2 significant digits; one that underflowed to 0 as ``< 1e-300``."""
     return "< 1e-300" if p_value == 0 else f"{p_value:.2g}"

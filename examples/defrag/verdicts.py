@@ -27,7 +27,7 @@ from examples.defrag.results import (
     paired_finals,
     seed_correctness,
 )
-from examples.defrag.stats import format_p, mcnemar_exact, mean, paired_t_test
+from examples.defrag.stats import format_p, mcnemar_exact, mean, paired_t_test, t_interval
 from examples.defrag.variants import VARIANTS, PaperResults
 
 SIGNIFICANCE = 0.05
@@ -199,8 +199,23 @@ def _ordering_verdicts(
         verdict = _verdict(agrees, p_value)
         if len(paired_accuracies(group, baseline)) == 1 and p_value < SIGNIFICANCE:
             verdict += " on one seed only; the variation between seeds is not tested"
-        lines.append(f"- {claim}: {verdict}, here {difference:+.4f}.")
+        lines.append(
+            f"- {claim}: {verdict}, here {difference:+.4f}{_gap_interval(group, baseline)}."
+        )
     return lines
+
+
+def _gap_interval(group: Group, baseline: Group, name_seeds: bool = True) -> str:
+    """Return ``, 95% CI a to b over n seeds`` for the mean per-seed gap to Linear.
+
+    Empty with fewer than two common seeds. ``name_seeds`` False leaves out "over n seeds".
+    """
+    pairs = paired_accuracies(group, baseline)
+    interval = t_interval([a - b for a, b in pairs.values()])
+    if interval is None:
+        return ""
+    text = f", 95% CI {interval[0]:+.4f} to {interval[1]:+.4f}"
+    return text + f" over {len(pairs)} seeds" if name_seeds else text
 
 
 # The paired t-test has no variance to work with when every seed gives the same difference.
@@ -282,8 +297,12 @@ def _target_verdicts(groups: Sequence[Group], comparable: bool) -> list[str]:
             text = claim + f"yes, mean {mean_accuracy:.4f}."
         else:
             text = claim + f"no, mean {mean_accuracy:.4f} is {relation(mean_accuracy - target)} it"
-            if len(accuracies) >= 2:
-                text += f" (best seed {max(accuracies):.4f})"
+            interval = t_interval(accuracies)
+            if interval is not None:
+                text += (
+                    f" (95% CI of the mean {interval[0]:.4f} to {interval[1]:.4f}, best seed "
+                    f"{max(accuracies):.4f})"
+                )
             text += "."
         lines.append(text)
     return lines
@@ -599,8 +618,8 @@ def _other_difference(group: Group, baseline: Group) -> str | None:
             "is not tested"
         )
     return (
-        f"- {group.label} is {direction} Linear, here {difference:+.4f} "
-        f"(p = {format_p(p_value)}, {test})."
+        f"- {group.label} is {direction} Linear, here {difference:+.4f}"
+        f"{_gap_interval(group, baseline, name_seeds=False)} (p = {format_p(p_value)}, {test})."
     )
 
 

@@ -132,9 +132,12 @@ def test_report_two_seeds(tmp_path):
     assert f"{expected:.2g} (paired t, 2 seeds)" in text
     assert "| Center | 0 | 4 | 0 |" in text
     assert "| Center | 1 | 12 | 0 |" in text
+    gaps = [0.02, 0.06]
+    low, high = scipy.stats.t.interval(0.95, 1, loc=0.04, scale=scipy.stats.sem(gaps))
     assert (
         f"- Center is above Linear (paper: +0.0002): not distinguishable from noise "
-        f"(p = {expected:.2g}), here +0.0400." in text
+        f"(p = {expected:.2g}), here +0.0400, 95% CI {low:+.4f} to {high:+.4f} over 2 seeds."
+        in text
     )
     assert "pair each run with the Linear run of the same seed" not in text
 

@@ -1,11 +1,13 @@
 """Tests of the paired tests and the text forms of their statistics."""
 
 import math
+import statistics
 
 import pytest
 import scipy.stats
 import torch
 
+from examples.defrag import stats
 from examples.defrag.stats import format_p, mcnemar_exact, mean, mean_std, paired_t_test
 
 
@@ -56,3 +58,13 @@ def test_mean_of_no_values():
 )
 def test_mean_std_text(values, expected):
     assert mean_std(values) == expected
+
+
+def test_t_interval_matches_scipy():
+    values = [0.91, 0.925, 0.93, 0.918]
+    expected = scipy.stats.t.interval(
+        0.95, len(values) - 1, loc=statistics.fmean(values), scale=scipy.stats.sem(values)
+    )
+
+    assert stats.t_interval(values) == pytest.approx(expected, rel=1e-12)
+    assert stats.t_interval([0.9]) is None

@@ -20,11 +20,19 @@ def test_verdicts_over_three_seeds(tmp_path):
 
     expected = scipy.stats.ttest_rel([0.90, 0.91, 0.92], [0.85, 0.855, 0.86]).pvalue
     assert expected < 0.05
+    # Student-t intervals from scipy, an implementation independent of the report's.
+    gaps = [0.05, 0.055, 0.06]
+    low, high = scipy.stats.t.interval(0.95, 2, loc=0.055, scale=scipy.stats.sem(gaps))
     assert (
         f"- DEFRAG (polar, rsgd) is above Linear (paper: +0.0024): confirmed "
-        f"(p = {expected:.2g}), here +0.0550." in text
+        f"(p = {expected:.2g}), here +0.0550, 95% CI {low:+.4f} to {high:+.4f} over 3 seeds."
+        in text
     )
-    assert "no, mean 0.9100 is 0.0293 below it (best seed 0.9200)." in text
+    low, high = scipy.stats.t.interval(0.95, 2, loc=0.91, scale=scipy.stats.sem([0.9, 0.91, 0.92]))
+    assert (
+        f"no, mean 0.9100 is 0.0293 below it (95% CI of the mean {low:.4f} to {high:.4f}, "
+        "best seed 0.9200)." in text
+    )
     assert "Other significant differences" not in text
 
 
@@ -240,10 +248,13 @@ def test_unclaimed_significant_difference_listed(tmp_path):
 
     p_value = scipy.stats.ttest_rel([0.9, 0.9, 0.905], [0.95, 0.955, 0.96]).pvalue
     assert p_value < 0.05
+    gaps = [-0.05, -0.055, -0.055]
+    low, high = scipy.stats.t.interval(0.95, 2, loc=sum(gaps) / 3, scale=scipy.stats.sem(gaps))
     assert (
         "Other significant differences against Linear, where the paper's numbers give no order "
-        "(same test and level):\n\n- DEFRAG (polar, rsgd) is below Linear, here -0.0533 "
-        f"(p = {p_value:.2g}, paired t-test over 3 seeds)." in text
+        "(same test and level):\n\n- DEFRAG (polar, rsgd) is below Linear, here -0.0533"
+        f", 95% CI {low:+.4f} to {high:+.4f} (p = {p_value:.2g}, paired t-test over 3 seeds)."
+        in text
     )
 
 
