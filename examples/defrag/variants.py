@@ -146,6 +146,9 @@ class PaperResults:
     caveat: str = ""
 
 
+# The paper's test sets: the official 10,000 test images of Fashion-MNIST and of MNIST.
+PAPER_TEST_EXAMPLES = 10_000
+
 # NOTE: the MNIST values (softplus about 88.6%, the four other panels above 99.0%) were not
 # re-read from the paper's Figure 3 for this table, so check them there before quoting them.
 # Table 2 gives the Fashion-MNIST values to four digits.

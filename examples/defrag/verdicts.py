@@ -28,7 +28,7 @@ from examples.defrag.results import (
     seed_correctness,
 )
 from examples.defrag.stats import format_p, mcnemar_exact, mean, paired_t_test, t_interval
-from examples.defrag.variants import VARIANTS, PaperResults
+from examples.defrag.variants import PAPER_TEST_EXAMPLES, VARIANTS, PaperResults
 
 SIGNIFICANCE = 0.05
 
@@ -105,7 +105,7 @@ def render_verdicts(
         f"Each verdict uses the paired test of the main table (significance level "
         f"{SIGNIFICANCE}, two-sided). A difference, in either direction, that the test cannot "
         "separate from seed-to-seed or example-to-example variation is called not "
-        "distinguishable from noise."
+        f"distinguishable from noise.{_resolution(groups, baseline)}"
     ]
     if claims:
         blocks.append("\n".join(claims))
@@ -203,6 +203,54 @@ def _ordering_verdicts(
             f"- {claim}: {verdict}, here {difference:+.4f}{_gap_interval(group, baseline)}."
         )
     return lines
+
+
+def _resolution(groups: Sequence[Group], baseline: Group | None) -> str:
+    """Compare the paper's printed gaps to Linear with the standard error of one accuracy.
+
+    Returns a sentence, or "" when the paper prints no gap to Linear. A gap below one standard
+    error of an accuracy on the paper's test set is one that its own test set cannot resolve.
+    """
+    if baseline is None or baseline.paper is None or baseline.paper.relation != "=":
+        return ""
+    # One gap per configuration: DEFRAG rows with other retractions share the paper's value.
+    by_name = {
+        group.variant.name: abs(gap[0])
+        for group in groups
+        if group is not baseline
+        and group.paper is not None
+        and group.paper.relation == "="
+        and (gap := paper_gap_to_baseline(group, baseline)) is not None
+    }
+    gaps = list(by_name.values())
+    if not gaps:
+        return ""
+    se = _paper_se(baseline.paper.accuracy)
+    below = sum(1 for gap in gaps if gap < se)
+    text = (
+        f" One standard error of the paper's Linear accuracy on its {PAPER_TEST_EXAMPLES:,} test "
+        f"images is {se:.4f}"
+    )
+    if below == 0:
+        return ""
+    if len(gaps) == 1:
+        return (
+            text + ", more than the paper's gap to Linear below, so its test set cannot order it."
+        )
+    if below == len(gaps):
+        return (
+            text + f", more than each of the paper's {len(gaps)} gaps to Linear below, so its "
+            "test set cannot order any of them."
+        )
+    return (
+        text + f", more than {below} of the paper's {len(gaps)} gaps to Linear below, so its "
+        "test set cannot order those."
+    )
+
+
+def _paper_se(accuracy: float) -> float:
+    """Return the binomial standard error of an accuracy on the paper's test set."""
+    return math.sqrt(accuracy * (1 - accuracy) / PAPER_TEST_EXAMPLES)
 
 
 def _gap_interval(group: Group, baseline: Group, name_seeds: bool = True) -> str:

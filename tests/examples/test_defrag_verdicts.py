@@ -404,3 +404,28 @@ def test_cluster_lead_names_rivals_without_common_seeds(tmp_path):
     text = render_report(results, "compare", tmp_path)
 
     assert "tied, fewer than two common seeds with Center, so no test." in text
+
+
+def test_paper_gaps_below_one_standard_error(tmp_path):
+    # Review case: the paper's gaps to Linear read as claims, though the largest, DEFRAG's
+    # 0.0024, is below one standard error of Linear's 0.9369 on 10,000 test images:
+    # sqrt(0.9369 * 0.0631 / 10000) = 0.00243.
+    planned = plan(tmp_path, ["linear", "defrag"])
+    for run, correct in zip(planned, [180, 182], strict=True):
+        write_fake_run(run, correct)
+
+    text = render(planned)
+
+    assert (
+        "One standard error of the paper's Linear accuracy on its 10,000 test images is 0.0024, "
+        "more than the paper's gap to Linear below, so its test set cannot order it." in text
+    )
+
+
+def test_no_standard_error_note_for_lower_bounds(tmp_path):
+    # On MNIST the paper gives Linear only as above 0.99, so no gap has a printed size.
+    planned = plan(tmp_path, ["softplus", "linear"], dataset="mnist")
+    for run, correct in zip(planned, [150, 199], strict=True):
+        write_fake_run(run, correct, test_split_only=True)
+
+    assert "One standard error of the paper's" not in render(planned)
