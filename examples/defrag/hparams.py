@@ -77,7 +77,7 @@ class Hyperparameters:
         defaults: Settings for every run.
         variants: Settings per preset name or ``"preset:optimizer"`` key.
         provenance: Per entry key (``"defaults"`` or a variants key), free text per setting
-            key saying how that value was chosen. The setting key ``""`` holds a note on the
+            key saying how that value was chosen. The text under setting key ``""`` is a note on the
             whole entry.
     """
 

@@ -422,7 +422,7 @@ def _budget_sentence(records: Sequence[dict[str, Any]]) -> str:
 
 
 def _test_split_only(records: Sequence[dict[str, Any]]) -> bool:
-    """Whether some run trained on part of the official test split, unlike the paper."""
+    """Return whether some run trained on part of the official test split, unlike the paper."""
     return any(record["data"]["test_split_only"] for record in records)
 
 
