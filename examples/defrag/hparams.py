@@ -77,8 +77,8 @@ class Hyperparameters:
         defaults: Settings for every run.
         variants: Settings per preset name or ``"preset:optimizer"`` key.
         provenance: Per entry key (``"defaults"`` or a variants key), free text per setting
-            key saying how that value was chosen. The text under setting key ``""`` is a note on the
-            whole entry.
+            key saying how that value was chosen. The text under setting key ``""`` is a note
+            on the whole entry.
     """
 
     defaults: dict[str, Any] = field(default_factory=dict)
@@ -125,6 +125,14 @@ class Hyperparameters:
         }
 
 
+def option_name(key: str) -> str:
+    """Return the ``train`` option of settings key ``key``, such as ``--weight-decay``.
+
+    An unknown key is returned unchanged.
+    """
+    return OPTIONS[key][0] if key in OPTIONS else key
+
+
 def settings_argv(settings: Mapping[str, Any]) -> list[str]:
     """Turn entry settings such as ``{"lr": 0.03}`` into ``["--lr", "0.03"]``."""
     argv = []
@@ -169,7 +177,7 @@ def load_hparams(path: Path) -> Hyperparameters:
 
 
 def _provenance_notes(path: Path, key: str, notes: Any) -> dict[str, str]:
-    """Return the notes of one provenance entry per setting key; a string covers the entry."""
+    """Return the notes of one provenance entry per setting key. A string covers the entry."""
     if isinstance(notes, str):
         return {"": notes}
     if not isinstance(notes, dict) or not all(isinstance(text, str) for text in notes.values()):

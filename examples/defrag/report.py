@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from examples.defrag.data import DATASET_TITLES
-from examples.defrag.hparams import OPTIONS, Hyperparameters
+from examples.defrag.hparams import Hyperparameters, option_name
 from examples.defrag.results import (
     CHANCE_FACTOR,
     Divergence,
@@ -554,9 +554,8 @@ def _provenance_subject(key: str, settings: Sequence[str], entry: Mapping[str, A
     for setting in settings:
         if not setting:
             continue
-        option = OPTIONS[setting][0] if setting in OPTIONS else setting
         value = f" {entry[setting]}" if setting in entry else ""
-        options.append(f"`{option}{value}`")
+        options.append(f"`{option_name(setting)}{value}`")
     if not options:
         return key
     return f"{key}, {join_words(options)}"

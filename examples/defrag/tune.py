@@ -36,6 +36,7 @@ from examples.defrag.hparams import (
     AUX_KEYS,
     Hyperparameters,
     load_hparams,
+    option_name,
     write_hparams,
 )
 from examples.defrag.results import CHANCE_FACTOR, load_result
@@ -62,9 +63,6 @@ _SEARCH = (
 _PARSERS: dict[str, Callable[[str], Any]] = {
     key: parse for _, key, parse, _ in _SEARCH if parse is not None
 }
-
-# Command-line option of each search key, the name the tables show.
-_OPTIONS: dict[str, str] = {key: option for option, key, _, _ in _SEARCH}
 
 # Two-sided 95% quantile of the standard normal distribution.
 Z_95 = 1.96
@@ -460,7 +458,7 @@ def merge_selection(
             f"{_scored_text(evaluated, args.validation)} (seed {VALIDATION_SEED})"
             f"{_untrained_text(group)}"
         )
-        # Only the settings this stage tuned get its note; earlier stages keep theirs. A setting
+        # Only the settings this stage tuned get its note, so earlier stages keep theirs. A setting
         # with one value in the grid was fixed by the command, not selected.
         for setting, _ in group[0].settings:
             fixed = len(set(getattr(args, f"search_{setting}", None) or [])) == 1
@@ -585,13 +583,7 @@ def _table_row(choice: Choice, selected: bool) -> str:
 
 def _settings_text(settings: tuple[tuple[str, str], ...]) -> str:
     """Return the settings as the command-line options that set them, e.g. ``--lr 0.03``."""
-    return ", ".join(f"{_option(key)} {value}" for key, value in settings) or "(none)"
-
-
-def _option(key: str) -> str:
-    """Return the command-line option of the settings key ``key`` (``weight_decay`` gives
-    ``--weight-decay``), the name a reader types to reproduce a row."""
-    return _OPTIONS.get(key, key)
+    return ", ".join(f"{option_name(key)} {value}" for key, value in settings) or "(none)"
 
 
 def _learning_warnings(
@@ -724,7 +716,7 @@ def _edge_note(
         return ""
 
     note = (
-        f"Grid edge: {_option(key)} {text}, selected for {label}, is the "
+        f"Grid edge: {option_name(key)} {text}, selected for {label}, is the "
         f"{'largest' if direction > 0 else 'smallest'} value tried and beats the next one "
         f"inward, {dict(axis[inward])[key]}, by {margin:.4f} in validation accuracy, so a "
         f"{'larger' if direction > 0 else 'smaller'} value may do better."

@@ -132,17 +132,17 @@ def holm_adjusted(p_values: Sequence[float]) -> list[float]:
 
 
 def _multiplicity(tests: Sequence[tuple[str, float]]) -> list[str]:
-    """Say what Holm's correction over the verdicts' tests keeps, where it matters.
+    """Report which significant verdicts survive Holm's correction over all the tests.
 
-    Nothing is said with fewer than two tests or without a significant one, where the
-    correction changes no verdict.
+    Returns no paragraph with fewer than two tests or without a significant one, because then
+    the correction changes no verdict.
     """
     significant = [(claim, p) for claim, p in tests if p < SIGNIFICANCE]
     if len(tests) < 2 or not significant:
         return []
 
     adjusted = holm_adjusted([p for _, p in tests])
-    kept = [
+    surviving = [
         f"{claim} (adjusted p = {format_p(holm)})"
         for (claim, p), holm in zip(tests, adjusted, strict=True)
         if p < SIGNIFICANCE and holm < SIGNIFICANCE
@@ -152,9 +152,9 @@ def _multiplicity(tests: Sequence[tuple[str, float]]) -> list[str]:
         f"correction for all {len(tests)}, which keeps the chance of any false verdict among "
         f"them below {SIGNIFICANCE}, "
     )
-    if kept:
-        text += f"keeps {len(kept)} of the {len(significant)} significant verdicts: "
-        text += "; ".join(kept) + "."
+    if surviving:
+        text += f"keeps {len(surviving)} of the {len(significant)} significant verdicts: "
+        text += "; ".join(surviving) + "."
     elif len(significant) == 1:
         text += "does not keep the one significant verdict."
     else:
@@ -227,12 +227,13 @@ def _resolution(groups: Sequence[Group], baseline: Group | None) -> str:
         return ""
     se = _paper_se(baseline.paper.accuracy)
     below = sum(1 for gap in gaps if gap < se)
+    if below == 0:
+        return ""
+
     text = (
         f" One standard error of the paper's Linear accuracy on its {PAPER_TEST_EXAMPLES:,} test "
         f"images is {se:.4f}"
     )
-    if below == 0:
-        return ""
     if len(gaps) == 1:
         return (
             text + ", more than the paper's gap to Linear below, so its test set cannot order it."

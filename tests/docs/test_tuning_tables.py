@@ -16,7 +16,6 @@ from pathlib import Path
 
 import pytest
 
-from examples.defrag import runner
 from examples.defrag.__main__ import main
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -39,15 +38,6 @@ def option(argv: list[str], name: str) -> str | None:
     return argv[argv.index(name) + 1] if name in argv else None
 
 
-def fail_on_unfinished_runs(planned, **_):
-    """Stand in for runner.execute: fail on any run that the records neither finish nor mark
-    as diverged."""
-    for run in planned:
-        status = runner.run_status(run.config)
-        recorded = (runner.RunStatus.FINISHED, runner.RunStatus.DIVERGED)
-        assert status in recorded, f"{run.output_dir}: {status.value}"
-
-
 def test_every_table_has_records():
     assert len(TABLES) >= 7
     for table in TABLES:
@@ -58,12 +48,11 @@ def test_every_table_has_records():
 
 
 @pytest.mark.parametrize("table", TABLES, ids=lambda path: f"{path.parent.name}/{path.name}")
-def test_tuning_table_matches_records(table, tmp_path, monkeypatch, capsys):
+def test_tuning_table_matches_records(table, tmp_path, monkeypatch, capsys, records_only):
     text = table.read_text(encoding="utf-8")
     argv = table_command(text)
     shutil.copytree(table.parent / "tuning", tmp_path / "runs" / "defrag")
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(runner, "execute", fail_on_unfinished_runs)
     written_hparams = option(argv, "--write-hparams")
     expected_hparams = None
     if written_hparams is not None:

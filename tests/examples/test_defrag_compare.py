@@ -224,7 +224,7 @@ def test_mnist_report_uses_figure3_values(tmp_path):
     assert "the paper reports more than 0.1040 below Linear; here it is 0.2450 below" in text
     assert "- Softplus is below Linear (paper: more than 0.1040 below): confirmed" in text
     # Runs on part of the official test split cannot be held against the paper's levels, which
-    # come from the 60,000 training images (field case: the page answered "no" to them).
+    # come from the 60,000 training images (field case: the page reported "no" for them).
     assert (
         "- Linear is above 0.9900, as in the paper: not testable here, because these runs "
         "trained on another split than the paper's (mean 0.9950)."
@@ -497,7 +497,7 @@ def test_mnist_report_carries_caveat(tmp_path):
     assert "These MNIST values were not re-read from the paper's Figure 3" in text
 
 
-def test_provenance_section_names_each_setting_and_its_command():
+def test_provenance_lists_setting_commands():
     hparams = Hyperparameters(
         defaults={"lr": 0.03, "weight_decay": 0.0005, "epochs": 15},
         variants={"defrag": {"lambda": 1.0}},

@@ -604,7 +604,7 @@ def test_shared_search_must_apply_to_every_configuration(tmp_path, capsys, argv,
 
 
 def test_provenance_per_setting_across_stages():
-    # Stage 1 selects the learning rate, stage 2 the weight decay: the file must still say
+    # Stage 1 selects the learning rate, stage 2 the weight decay: the file must still name
     # which command chose the learning rate.
     first = {"defaults": [choice("linear", (("lr", "0.03"),), [0.92], evaluated=500)]}
     second = {"defaults": [choice("linear", (("weight_decay", "0.0005"),), [0.93], evaluated=500)]}
@@ -622,7 +622,7 @@ def test_provenance_per_setting_across_stages():
     assert stage2.defaults == {"lr": 0.03, "weight_decay": 0.0005}
 
 
-def test_provenance_of_a_single_value_is_fixed():
+def test_single_value_provenance_is_fixed():
     args = argparse.Namespace(seeds=[0], validation=500, search_lr=[0.01, 0.1], search_epochs=[20])
     chosen = choice("linear", (("lr", "0.1"), ("epochs", "20")), [0.9], evaluated=500)
 

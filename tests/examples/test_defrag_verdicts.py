@@ -336,7 +336,7 @@ def test_cluster_lead_needs_every_rival(tmp_path):
     )
 
 
-def test_cluster_lead_with_equal_gaps_is_not_tested(tmp_path):
+def test_cluster_equal_gaps_untested(tmp_path):
     # The same non-zero gap on every seed leaves the paired t-test without variance. It was
     # read as p = 1 (noise), which hides that every seed agrees.
     planned = plan(tmp_path, ["linear", "defrag"], seeds=(0, 1))
@@ -379,7 +379,7 @@ def test_multiplicity_paragraph(tmp_path):
 
 
 def test_multiplicity_keeps_nothing(tmp_path):
-    # Silhouette alone wins 6 of 6 discordant examples (p = 0.031); Center and DEFRAG tie with
+    # Silhouette alone wins 6 of 6 discordant examples (p = 0.031), and Center and DEFRAG tie with
     # Linear (p = 1). Holm multiplies the smallest of 3 p-values by 3: 0.094.
     planned = plan(tmp_path, ["linear", "silhouette", "center", "defrag"])
     for run, correct in zip(planned, [150, 156, 150, 150], strict=True):
@@ -391,9 +391,9 @@ def test_multiplicity_keeps_nothing(tmp_path):
     assert "below 0.05, does not keep the one significant verdict." in text
 
 
-def test_cluster_lead_names_rivals_without_common_seeds(tmp_path):
+def test_cluster_names_rivals_lacking_seeds(tmp_path):
     # Linear shares seeds 0 and 1 with DEFRAG, Center only seed 0: no test of the lead over
-    # every rival, and the line says which rival lacks the seeds.
+    # every rival, and the line names the rival that lacks the seeds.
     planned = plan(tmp_path, ["linear", "center", "defrag"], seeds=(0, 1))
     for run in planned:
         if run.spec.variant.name == "center" and run.spec.seed == 1:
@@ -406,7 +406,7 @@ def test_cluster_lead_names_rivals_without_common_seeds(tmp_path):
     assert "tied, fewer than two common seeds with Center, so no test." in text
 
 
-def test_paper_gaps_below_one_standard_error(tmp_path):
+def test_paper_gaps_below_standard_error(tmp_path):
     # Review case: the paper's gaps to Linear read as claims, though the largest, DEFRAG's
     # 0.0024, is below one standard error of Linear's 0.9369 on 10,000 test images:
     # sqrt(0.9369 * 0.0631 / 10000) = 0.00243.
@@ -422,7 +422,7 @@ def test_paper_gaps_below_one_standard_error(tmp_path):
     )
 
 
-def test_no_standard_error_note_for_lower_bounds(tmp_path):
+def test_lower_bounds_skip_standard_error(tmp_path):
     # On MNIST the paper gives Linear only as above 0.99, so no gap has a printed size.
     planned = plan(tmp_path, ["softplus", "linear"], dataset="mnist")
     for run, correct in zip(planned, [150, 199], strict=True):

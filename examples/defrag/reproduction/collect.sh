@@ -4,7 +4,7 @@
 # test predictions and features, but not its checkpoint. A diverged run keeps its config and error.
 #
 # With --tuning, the features are left out too: tune reads only the config, the metrics and the
-# predictions (whose epoch tells that the run finished), so a tuning table can be rewritten.
+# predictions (whose epoch shows that the run finished), so a tuning table can be rewritten.
 #
 # Usage: bash examples/defrag/reproduction/collect.sh [--tuning] RUNS_FOLDER DESTINATION RUN_NAME...
 # Example: bash examples/defrag/reproduction/collect.sh runs/defrag/table2 \
