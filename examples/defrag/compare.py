@@ -6,6 +6,9 @@ command can be rerun at any time: finished runs are skipped and interrupted ones
 their checkpoints. A run whose loss or a gradient becomes inf or NaN is marked as diverged
 (``diverged.txt`` in its folder) and the grid goes on. The report (``examples.defrag.report``)
 is rewritten from all runs at the end, and it lists the diverged ones.
+
+With ``--report-only`` nothing is trained: the report is written from the runs that have
+finished so far, and it names the runs of the grid that have not.
 """
 
 from __future__ import annotations
@@ -100,6 +103,13 @@ def add_compare_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"markdown file to write the report to (default: {RESULTS_NAME} in --output-dir)",
     )
     output.add_argument(
+        "--report-only",
+        action="store_true",
+        help="train nothing: write the report from the runs of the grid that have finished, "
+        "and name the others on it as not finished; use it to read a grid that is still "
+        "training (default: off, train every unfinished run first)",
+    )
+    output.add_argument(
         "--figures",
         nargs="+",
         type=Path,
@@ -149,19 +159,17 @@ def run_compare(args: argparse.Namespace, argv: Sequence[str]) -> Path:
     planned = runner.plan_runs(specs, runner.GridOptions.from_args(args), args.output_dir, hparams)
     runs = "run" if len(planned) == 1 else "runs"
     print(f"Comparison of {len(planned)} {runs} in {args.output_dir}.")
-    runner.execute(planned, keep_going=True)
+    pending = _unfinished(planned) if args.report_only else []
+    if not args.report_only:
+        runner.execute(planned, keep_going=True)
 
     diverged = [run for run in planned if runner.has_diverged(run)]
-    if len(diverged) == len(planned):
-        raise RunError(
-            "Every run of the grid diverged, so there is nothing to report; "
-            f"{diverged[0].output_dir / runner.DIVERGED_NAME} gives the first error. Lower "
-            "--lr or --lambda, delete the run folders, and run the command again."
-        )
-    results = [load_result(run) for run in planned if run not in diverged]
+    reported = [run for run in planned if run not in diverged and run not in pending]
+    _check_something_to_report(planned, diverged, reported, args.output_dir)
+    results = [load_result(run) for run in reported]
     divergences = [load_divergence(run) for run in diverged]
     command = shlex.join(["python", "-m", "examples.defrag", *argv])
-    text = report.render_report(results, command, args.output_dir, figures, divergences)
+    text = report.render_report(results, command, args.output_dir, figures, divergences, pending)
     if hparams is not None:
         text += "\n" + report.render_provenance(args.hparams, hparams)
 
@@ -169,6 +177,38 @@ def run_compare(args: argparse.Namespace, argv: Sequence[str]) -> Path:
     write_atomically(results_path, text.encode())
     print(f"\n{text}\nReport written to {results_path}")
     return results_path
+
+
+def _unfinished(planned: Sequence[runner.PlannedRun]) -> list[runner.PlannedRun]:
+    """Return the runs that have neither finished nor diverged, training none of them.
+
+    Raises:
+        examples.defrag.checkpoint.RunError: When a folder contains a run with other settings.
+    """
+    done = (runner.RunStatus.FINISHED, runner.RunStatus.DIVERGED)
+    return [run for run in planned if runner.run_status(run.config) not in done]
+
+
+def _check_something_to_report(
+    planned: Sequence[runner.PlannedRun],
+    diverged: Sequence[runner.PlannedRun],
+    reported: Sequence[runner.PlannedRun],
+    output_dir: Path,
+) -> None:
+    """Raise when no run of the grid finished, saying why and what to do."""
+    if reported:
+        return
+    if len(diverged) == len(planned):
+        raise RunError(
+            "Every run of the grid diverged, so there is nothing to report; "
+            f"{diverged[0].output_dir / runner.DIVERGED_NAME} gives the first error. Lower "
+            "--lr or --lambda, delete the run folders, and run the command again."
+        )
+    raise RunError(
+        f"--report-only: no run of the grid has finished in {output_dir}, so there is nothing "
+        "to report. Run the command without --report-only to train the grid, or check that "
+        "--output-dir, --seeds and --variants name the runs you trained."
+    )
 
 
 # Captions of the images that plot draws, by the stem that their file names start with.

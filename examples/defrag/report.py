@@ -38,6 +38,7 @@ from examples.defrag.results import (
     paper_results,
     seed_correctness,
 )
+from examples.defrag.runner import PlannedRun
 from examples.defrag.stats import format_p, mcnemar_exact, mean, mean_std, paired_t_test
 from examples.defrag.variants import BASELINE_VARIANT, VARIANTS, PaperResults, PaperValue
 from examples.defrag.verdicts import (
@@ -57,6 +58,7 @@ def render_report(
     output_dir: Path,
     figures: Sequence[tuple[str, str]] = (),
     divergences: Sequence[Divergence] = (),
+    pending: Sequence[PlannedRun] = (),
 ) -> str:
     """Render the whole report as markdown.
 
@@ -67,6 +69,8 @@ def render_report(
         figures: ``(link, caption)`` of each image to embed, with links relative to the
             report's folder.
         divergences: The runs of the grid that diverged.
+        pending: The runs of the grid that had not finished when ``compare --report-only``
+            wrote the report; they are named at the top and in the runs table.
     """
     records = [result.record for result in results]
     paper = paper_results(records)
@@ -87,6 +91,7 @@ def render_report(
         _title(groups, dataset),
         f"Generated on {generated} by `{command}`. Every number is read from the run folders "
         f"{origin}",
+        *_pending_note(pending),
         "## Test accuracy",
         _accuracy_table(groups, baseline, source, orphans),
         _table_notes(groups, baseline),
@@ -101,7 +106,7 @@ def render_report(
         _setup(records, command),
         _hyperparameter_table(groups),
         "## Runs",
-        _runs_table(results, divergences),
+        _runs_table(results, divergences, pending),
     ]
     return "\n\n".join(sections) + "\n"
 
@@ -561,7 +566,24 @@ def _provenance_subject(key: str, settings: Sequence[str], entry: Mapping[str, A
     return f"{key}, {join_words(options)}"
 
 
-def _runs_table(results: Sequence[RunResult], divergences: Sequence[Divergence]) -> str:
+def _pending_note(pending: Sequence[PlannedRun]) -> list[str]:
+    """Name the runs of the grid that had not finished, as a paragraph, or nothing."""
+    if not pending:
+        return []
+    names = ", ".join(f"`{run.output_dir.name}`" for run in pending)
+    runs = "run" if len(pending) == 1 else "runs"
+    return [
+        f"**Not finished:** {len(pending)} {runs} of this grid had not finished when this page "
+        f"was written (`--report-only`), and no number here comes from them: {names}. Each "
+        "configuration's statistics cover the seeds in its Seeds column only."
+    ]
+
+
+def _runs_table(
+    results: Sequence[RunResult],
+    divergences: Sequence[Divergence],
+    pending: Sequence[PlannedRun] = (),
+) -> str:
     """Render one row per run with its folder, result and exact train command."""
     rows = ["| Run folder | Test accuracy | Device | Command |", "|---|---|---|---|"]
     for result in results:
@@ -572,6 +594,8 @@ def _runs_table(results: Sequence[RunResult], divergences: Sequence[Divergence])
     for divergence in divergences:
         run = divergence.run
         rows.append(f"| `{run.output_dir.name}` | diverged | n/a | `{run.command}` |")
+    for run in pending:
+        rows.append(f"| `{run.output_dir.name}` | not finished | n/a | `{run.command}` |")
     return "\n".join(rows)
 
 

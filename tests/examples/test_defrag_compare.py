@@ -356,6 +356,41 @@ def test_compare_all_runs_diverged(tmp_path, capsys):
     assert not (tmp_path / "RESULTS.md").exists()
 
 
+def test_report_only_names_unfinished_runs_and_trains_none(tmp_path, monkeypatch):
+    # A grid that trains for hours is read before it ends: the finished runs are reported, the
+    # interrupted and the missing ones are named, and nothing trains.
+    planned = plan(tmp_path, ["linear", "defrag"], seeds=(0, 1))
+    for run, correct in zip(planned[:3], [180, 184, 178], strict=True):
+        write_fake_run(run, correct)
+    planned[3].output_dir.mkdir()
+    monkeypatch.setattr(runner.train, "train", lambda *args, **kwargs: pytest.fail("trained"))
+    argv = ["--variants", "linear", "defrag", "--seeds", "0", "1", "--epochs", "2"]
+
+    status = main(["compare", *argv, "--output-dir", str(tmp_path), "--report-only"])
+
+    text = (tmp_path / "RESULTS.md").read_text()
+    assert status == 0
+    assert (
+        "**Not finished:** 1 run of this grid had not finished when this page was written "
+        "(`--report-only`), and no number here comes from them: `defrag-polar-rsgd-seed1`."
+        in text
+    )
+    assert "| `defrag-polar-rsgd-seed1` | not finished | n/a |" in text
+    assert "| DEFRAG (polar, rsgd) | 0.9393 | 0.9200 | 0 |" in text
+    assert "| Linear | 0.9369 | 0.8950 ± 0.0071 | 0, 1 |" in text
+
+
+def test_report_only_without_finished_runs(tmp_path, capsys):
+    status = main(
+        ["compare", "--variants", "linear", "--epochs", "2", "--output-dir", str(tmp_path),
+         "--report-only"]
+    )  # fmt: skip
+
+    assert status == 1
+    assert f"--report-only: no run of the grid has finished in {tmp_path}" in capsys.readouterr().err
+    assert not (tmp_path / "RESULTS.md").exists()
+
+
 def test_report_without_baseline(tmp_path):
     planned = plan(tmp_path, ["relu"])
     write_fake_run(planned[0], 100, test_split_only=True)
@@ -391,7 +426,7 @@ COMPARE_OPTIONS = [
     "--dataset", "--data-dir", "--cache-dir", "--download", "--variants", "--retractions",
     "--optimizers", "--seeds", "--epochs", "--batch-size", "--lr", "--lambda", "--alpha",
     "--limit-train", "--limit-test", "--feature-dim", "--device", "--output-dir", "--results",
-    "--lr-schedule", "--momentum", "--weight-decay", "--hparams", "--figures",
+    "--lr-schedule", "--momentum", "--weight-decay", "--hparams", "--figures", "--report-only",
 ]  # fmt: skip
 
 
