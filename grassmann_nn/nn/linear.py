@@ -36,6 +36,13 @@ def _t(x: Tensor) -> Tensor:
     return x.transpose(-1, -2)
 
 
+def _gained_precision(old: torch.dtype, new: torch.dtype) -> bool:
+    """Return whether a cast from ``old`` to ``new`` makes a floating-point dtype finer."""
+    if not (old.is_floating_point and new.is_floating_point):
+        return False
+    return torch.finfo(new).eps < torch.finfo(old).eps
+
+
 def _check_features(name: str, value: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}.")
@@ -97,6 +104,7 @@ class _OrthonormalLinear(nn.Module):
         # the data in place (to_empty from the meta device, for example), which drops the
         # ManifoldParameter subclass and its manifold. Wrap the new tensor again.
         manifold = self.weight.manifold
+        old_dtype, was_meta = self.weight.dtype, self.weight.is_meta
         super()._apply(fn, recurse)
 
         if not isinstance(self.weight, geoopt.ManifoldParameter):
@@ -104,7 +112,19 @@ class _OrthonormalLinear(nn.Module):
             self.weight = geoopt.ManifoldParameter(
                 self.weight.data, manifold=manifold, requires_grad=requires_grad
             )
+        if not was_meta and _gained_precision(old_dtype, self.weight.dtype):
+            self._project_weight()
         return self
+
+    def _project_weight(self) -> None:
+        """Project the weight onto its manifold in place, at its current dtype.
+
+        A cast to a finer dtype, such as ``.double()`` on a float32 layer, keeps the
+        orthonormality error of the coarser dtype, far above what the finer dtype's manifold
+        check accepts. The polar projection brings it down to the finer dtype's rounding.
+        """
+        with torch.no_grad():
+            self.weight.copy_(self.weight.manifold.projx(self.weight))
 
     @property
     def retraction(self) -> str:
@@ -261,6 +281,8 @@ class GrassmannLinear(_OrthonormalLinear):
     is $\mathrm{Gr}(out, in)$ on $W$). The weight is Haar-distributed at
     initialization and stays on the manifold under `grassmann_nn.optim.RiemannianSGD`
     or geoopt's optimizers; after any other optimizer call `grassmann_nn.nn.retract_`.
+    A cast to a finer dtype (``.double()``, ``.to(torch.float64)``) projects the weight onto
+    the manifold again, so it passes the manifold check of the new dtype.
 
     For a projection $y = W x$ with orthonormal rows, feature distances
     $\lVert W(x - x') \rVert = \lVert W^\top W (x - x') \rVert$ depend only on the

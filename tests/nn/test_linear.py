@@ -392,3 +392,33 @@ def test_meta_init_then_to_empty_keeps_manifold(layer_class):
     assert isinstance(layer.weight, geoopt.ManifoldParameter)
     layer.reset_parameters()
     assert layer.weight.manifold.check_point_on_manifold(layer.weight.detach())
+
+
+@pytest.mark.parametrize("layer_class", LAYERS, ids=LAYER_IDS)
+@pytest.mark.parametrize("cast", ["double", "to"])
+def test_finer_cast_reprojects_weight(layer_class, cast):
+    # Field case: GrassmannLinear(256, 8).double() kept the float32 orthonormality error
+    # (8.6e-09 in the Gram matrix), and the float64 manifold check rejected the weight.
+    torch.manual_seed(0)
+    layer = layer_class(256, 8)
+    weight32 = layer.weight.detach().clone()
+
+    layer = layer.double() if cast == "double" else layer.to(torch.float64)
+
+    assert layer.weight.dtype == torch.float64
+    assert isinstance(layer.weight, geoopt.ManifoldParameter)
+    assert layer.weight.manifold.check_point_on_manifold(layer.weight.detach())
+    assert gram_error(layer.weight, rows=True) <= tolerance(torch.float64, 256)
+    assert torch.allclose(layer.weight.float(), weight32, atol=tolerance(torch.float32, 256))
+
+
+@pytest.mark.parametrize("layer_class", LAYERS, ids=LAYER_IDS)
+def test_coarser_cast_keeps_weight_values(layer_class):
+    torch.manual_seed(0)
+    layer = layer_class(256, 8, dtype=torch.float64)
+    weight64 = layer.weight.detach().clone()
+
+    layer.to("cpu")
+    assert torch.equal(layer.weight.detach(), weight64)
+    layer.float()
+    assert torch.equal(layer.weight.detach(), weight64.float())
