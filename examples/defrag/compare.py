@@ -204,10 +204,25 @@ def _check_something_to_report(
             f"{diverged[0].output_dir / runner.DIVERGED_NAME} gives the first error. Lower "
             "--lr or --lambda, delete the run folders, and run the command again."
         )
+    if not output_dir.is_dir():
+        raise RunError(
+            f"--report-only: --output-dir {output_dir} does not exist, so there is nothing to "
+            "report. Pass the folder that the grid trained into, or run the command without "
+            "--report-only to train the grid."
+        )
+    started = [run for run in planned if (run.output_dir / runner.CHECKPOINT_NAME).is_file()]
+    names = ", ".join(run.output_dir.name for run in started)
+    in_progress = (
+        f" Still training or interrupted (a checkpoint, no final epoch): {names}. Wait for "
+        "them, or rerun the command without --report-only to resume them."
+        if started
+        else ""
+    )
     raise RunError(
         f"--report-only: no run of the grid has finished in {output_dir}, so there is nothing "
-        "to report. Run the command without --report-only to train the grid, or check that "
-        "--output-dir, --seeds and --variants name the runs you trained."
+        f"to report.{in_progress} Otherwise check that --variants, --retractions, "
+        "--optimizers and --seeds name the runs you trained, or run the command without "
+        "--report-only to train the grid."
     )
 
 

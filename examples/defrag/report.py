@@ -571,11 +571,16 @@ def _pending_note(pending: Sequence[PlannedRun]) -> list[str]:
     if not pending:
         return []
     names = ", ".join(f"`{run.output_dir.name}`" for run in pending)
-    runs = "run" if len(pending) == 1 else "runs"
+    if len(pending) == 1:
+        count = "1 run of this grid had not finished when this page was written"
+        source = "no number here comes from it"
+    else:
+        count = f"{len(pending)} runs of this grid had not finished when this page was written"
+        source = "no number here comes from them"
     return [
-        f"**Not finished:** {len(pending)} {runs} of this grid had not finished when this page "
-        f"was written (`--report-only`), and no number here comes from them: {names}. Each "
-        "configuration's statistics cover the seeds in its Seeds column only."
+        f"**Not finished:** {count} (`--report-only`), and {source}: {names}. Each "
+        "configuration's statistics cover the seeds in its Seeds column only, and a "
+        "configuration with no finished run is left out of the tables and the verdicts."
     ]
 
 

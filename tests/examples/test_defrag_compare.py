@@ -372,23 +372,46 @@ def test_report_only_names_unfinished_runs_and_trains_none(tmp_path, monkeypatch
     assert status == 0
     assert (
         "**Not finished:** 1 run of this grid had not finished when this page was written "
-        "(`--report-only`), and no number here comes from them: `defrag-polar-rsgd-seed1`."
-        in text
+        "(`--report-only`), and no number here comes from it: `defrag-polar-rsgd-seed1`." in text
     )
     assert "| `defrag-polar-rsgd-seed1` | not finished | n/a |" in text
     assert "| DEFRAG (polar, rsgd) | 0.9393 | 0.9200 | 0 |" in text
     assert "| Linear | 0.9369 | 0.8950 ± 0.0071 | 0, 1 |" in text
 
 
+REPORT_ONLY_ARGV = ["compare", "--variants", "linear", "--epochs", "2", "--report-only"]
+
+
 def test_report_only_without_finished_runs(tmp_path, capsys):
-    status = main(
-        ["compare", "--variants", "linear", "--epochs", "2", "--output-dir", str(tmp_path),
-         "--report-only"]
-    )  # fmt: skip
+    status = main([*REPORT_ONLY_ARGV, "--output-dir", str(tmp_path)])
+
+    error = capsys.readouterr().err
+    assert status == 1
+    assert f"--report-only: no run of the grid has finished in {tmp_path}" in error
+    assert "check that --variants, --retractions, --optimizers and --seeds name" in error
+    assert "checkpoint" not in error
+    assert not (tmp_path / "RESULTS.md").exists()
+
+
+def test_report_only_names_interrupted_runs(tmp_path, capsys):
+    planned = plan(tmp_path, ["linear"])
+    planned[0].output_dir.mkdir()
+    (planned[0].output_dir / runner.CHECKPOINT_NAME).write_bytes(b"")
+
+    status = main([*REPORT_ONLY_ARGV, "--output-dir", str(tmp_path)])
+
+    error = capsys.readouterr().err
+    assert status == 1
+    assert "Still training or interrupted (a checkpoint, no final epoch): linear-seed0." in error
+
+
+def test_report_only_missing_folder(tmp_path, capsys):
+    missing = tmp_path / "missing"
+
+    status = main([*REPORT_ONLY_ARGV, "--output-dir", str(missing)])
 
     assert status == 1
-    assert f"--report-only: no run of the grid has finished in {tmp_path}" in capsys.readouterr().err
-    assert not (tmp_path / "RESULTS.md").exists()
+    assert f"--report-only: --output-dir {missing} does not exist" in capsys.readouterr().err
 
 
 def test_report_without_baseline(tmp_path):
