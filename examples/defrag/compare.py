@@ -159,9 +159,11 @@ def run_compare(args: argparse.Namespace, argv: Sequence[str]) -> Path:
     planned = runner.plan_runs(specs, runner.GridOptions.from_args(args), args.output_dir, hparams)
     runs = "run" if len(planned) == 1 else "runs"
     print(f"Comparison of {len(planned)} {runs} in {args.output_dir}.")
-    pending = _unfinished(planned) if args.report_only else []
-    if not args.report_only:
+    if args.report_only:
+        pending = _unfinished(planned)
+    else:
         runner.execute(planned, keep_going=True)
+        pending = []
 
     diverged = [run for run in planned if runner.has_diverged(run)]
     reported = [run for run in planned if run not in diverged and run not in pending]
@@ -180,7 +182,7 @@ def run_compare(args: argparse.Namespace, argv: Sequence[str]) -> Path:
 
 
 def _unfinished(planned: Sequence[runner.PlannedRun]) -> list[runner.PlannedRun]:
-    """Return the runs that have neither finished nor diverged, training none of them.
+    """Return the runs that have neither finished nor diverged, without training any.
 
     Raises:
         examples.defrag.checkpoint.RunError: When a folder contains a run with other settings.
@@ -195,7 +197,7 @@ def _check_something_to_report(
     reported: Sequence[runner.PlannedRun],
     output_dir: Path,
 ) -> None:
-    """Raise when no run of the grid finished, saying why and what to do."""
+    """Raise a RunError that says why and what to do when no run of the grid finished."""
     if reported:
         return
     if len(diverged) == len(planned):

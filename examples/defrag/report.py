@@ -70,7 +70,7 @@ def render_report(
             report's folder.
         divergences: The runs of the grid that diverged.
         pending: The runs of the grid that had not finished when ``compare --report-only``
-            wrote the report; they are named at the top and in the runs table.
+            wrote the report. The report names them at the top and in the runs table.
     """
     records = [result.record for result in results]
     paper = paper_results(records)

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from grassmann_nn.manifolds import Grassmann, OrthonormalFrames, Stiefel, Transposed
+from grassmann_nn.nn.utils import retract_
 
 __all__ = ["GrassmannLinear", "StiefelLinear"]
 
@@ -112,19 +113,12 @@ class _OrthonormalLinear(nn.Module):
             self.weight = geoopt.ManifoldParameter(
                 self.weight.data, manifold=manifold, requires_grad=requires_grad
             )
+
+        # A cast to a finer dtype, such as .double() on a float32 layer, keeps the coarser
+        # dtype's orthonormality error, which the finer dtype's manifold check rejects.
         if not was_meta and _gained_precision(old_dtype, self.weight.dtype):
-            self._project_weight()
+            retract_(self)
         return self
-
-    def _project_weight(self) -> None:
-        """Project the weight onto its manifold in place, at its current dtype.
-
-        A cast to a finer dtype, such as ``.double()`` on a float32 layer, keeps the
-        orthonormality error of the coarser dtype, far above what the finer dtype's manifold
-        check accepts. The polar projection brings it down to the finer dtype's rounding.
-        """
-        with torch.no_grad():
-            self.weight.copy_(self.weight.manifold.projx(self.weight))
 
     @property
     def retraction(self) -> str:
@@ -337,7 +331,9 @@ class StiefelLinear(_OrthonormalLinear):
     $\mathrm{St}(out, in)$ on $W$). With ``in_features == out_features`` the weight
     is a square orthogonal matrix. The weight is Haar-distributed at initialization and stays
     on the manifold under `grassmann_nn.optim.RiemannianSGD` or geoopt's optimizers;
-    after any other optimizer call `grassmann_nn.nn.retract_`.
+    after any other optimizer call `grassmann_nn.nn.retract_`. A cast to a finer dtype
+    (``.double()``, ``.to(torch.float64)``) projects the weight onto the manifold again, so it
+    passes the manifold check of the new dtype.
 
     Args:
         in_features: Size of each input sample.

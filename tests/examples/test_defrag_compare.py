@@ -356,9 +356,9 @@ def test_compare_all_runs_diverged(tmp_path, capsys):
     assert not (tmp_path / "RESULTS.md").exists()
 
 
-def test_report_only_names_unfinished_runs_and_trains_none(tmp_path, monkeypatch):
+def test_report_only_skips_training(tmp_path, monkeypatch):
     # A grid that trains for hours is read before it ends: the finished runs are reported, the
-    # interrupted and the missing ones are named, and nothing trains.
+    # unfinished one is named, and nothing trains.
     planned = plan(tmp_path, ["linear", "defrag"], seeds=(0, 1))
     for run, correct in zip(planned[:3], [180, 184, 178], strict=True):
         write_fake_run(run, correct)
