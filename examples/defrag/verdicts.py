@@ -55,6 +55,23 @@ class ClusterMetric:
     best_of: Callable[..., Any]
 
 
+@dataclass(frozen=True)
+class Test:
+    """One test behind a verdict, kept for Holm's correction over all the tests of a page.
+
+    Attributes:
+        claim: The paper's claim, such as "DEFRAG (polar, rsgd) is above Linear".
+        p_value: The two-sided p-value of the test.
+        finding: What a significant result says about the claim: "confirmed", or "not
+            confirmed" with the side that leads, so that a verdict that survives the
+            correction is never read as support for a claim that it contradicts.
+    """
+
+    claim: str
+    p_value: float
+    finding: str
+
+
 CLUSTER_METRICS = (
     ClusterMetric(
         "test_silhouette",
@@ -96,7 +113,7 @@ def render_verdicts(
             when they trained on another split than the paper's, so that the claims on an
             accuracy level are not tested.
     """
-    tests: list[tuple[str, float]] = []
+    tests: list[Test] = []
     claims = [f"- {label}: withheld, every run diverged (see above)." for label in orphans]
     claims += _ordering_verdicts(groups, baseline, tests)
     claims += _target_verdicts(groups, comparable)
@@ -131,21 +148,21 @@ def holm_adjusted(p_values: Sequence[float]) -> list[float]:
     return adjusted
 
 
-def _multiplicity(tests: Sequence[tuple[str, float]]) -> list[str]:
+def _multiplicity(tests: Sequence[Test]) -> list[str]:
     """Report which significant verdicts survive Holm's correction over all the tests.
 
     Returns no paragraph with fewer than two tests or without a significant one, because then
     the correction changes no verdict.
     """
-    significant = [(claim, p) for claim, p in tests if p < SIGNIFICANCE]
+    significant = [test for test in tests if test.p_value < SIGNIFICANCE]
     if len(tests) < 2 or not significant:
         return []
 
-    adjusted = holm_adjusted([p for _, p in tests])
+    adjusted = holm_adjusted([test.p_value for test in tests])
     surviving = [
-        f"{claim} (adjusted p = {format_p(holm)})"
-        for (claim, p), holm in zip(tests, adjusted, strict=True)
-        if p < SIGNIFICANCE and holm < SIGNIFICANCE
+        f"{test.claim}, {test.finding} (adjusted p = {format_p(holm)})"
+        for test, holm in zip(tests, adjusted, strict=True)
+        if test.p_value < SIGNIFICANCE and holm < SIGNIFICANCE
     ]
     text = (
         f"The {len(tests)} tests above each use the {SIGNIFICANCE} level on their own. Holm's "
@@ -163,7 +180,7 @@ def _multiplicity(tests: Sequence[tuple[str, float]]) -> list[str]:
 
 
 def _ordering_verdicts(
-    groups: Sequence[Group], baseline: Group | None, tests: list[tuple[str, float]]
+    groups: Sequence[Group], baseline: Group | None, tests: list[Test]
 ) -> list[str]:
     """Verdicts on "configuration X is above (or below) Linear" where the paper orders the two.
 
@@ -194,8 +211,9 @@ def _ordering_verdicts(
         if p_value is None:
             lines.append(f"- {claim}: {_EQUAL_GAINS}, here {difference:+.4f}.")
             continue
-        tests.append((f"{group.label} is {direction} Linear", p_value))
         agrees = (difference > 0) == (paper_gap > 0)
+        finding = "confirmed" if agrees else "not confirmed, the opposite holds"
+        tests.append(Test(f"{group.label} is {direction} Linear", p_value, finding))
         verdict = _verdict(agrees, p_value)
         if len(paired_accuracies(group, baseline)) == 1 and p_value < SIGNIFICANCE:
             verdict += " on one seed only; the variation between seeds is not tested"
@@ -365,7 +383,7 @@ def _cluster_section(
     groups: Sequence[Group],
     orphans: Mapping[str, Sequence[Divergence]],
     paper: PaperResults | None,
-    tests: list[tuple[str, float]],
+    tests: list[Test],
 ) -> list[str]:
     """Render the verdicts on DEFRAG's cluster lead: a paragraph naming the rivals, then a list.
 
@@ -456,9 +474,7 @@ def _rivals_paragraph(
     return text
 
 
-def _cluster_verdicts(
-    group: Group, compared: Sequence[Group], tests: list[tuple[str, float]]
-) -> list[str]:
+def _cluster_verdicts(group: Group, compared: Sequence[Group], tests: list[Test]) -> list[str]:
     """Judge one DEFRAG row's lead on each cluster metric over every rival."""
     claim = f"- {group.label} leads the silhouette score and distance ratio: "
     if not group.learned:
@@ -472,7 +488,7 @@ def _cluster_verdict(
     group: Group,
     compared: Sequence[Group],
     metric: ClusterMetric,
-    tests: list[tuple[str, float]],
+    tests: list[Test],
 ) -> str:
     """Judge one DEFRAG row's lead on one cluster metric over every rival.
 
@@ -519,7 +535,7 @@ def _every_rival_verdict(
     p_values: Mapping[str, float | None],
     best: str,
     claim: str,
-    tests: list[tuple[str, float]],
+    tests: list[Test],
 ) -> str:
     """Word the verdict on leading every rival from the per-rival gains and p-values.
 
@@ -536,7 +552,7 @@ def _every_rival_verdict(
     }
     if opposed:
         label = min(opposed, key=opposed.__getitem__)
-        tests.append((claim, opposed[label]))
+        tests.append(Test(claim, opposed[label], f"not confirmed, {label} leads"))
         return f"not confirmed, {label} leads (p = {format_p(opposed[label])})"
 
     undefined = [label for label, p in p_values.items() if p is None]
@@ -551,14 +567,14 @@ def _every_rival_verdict(
     # A rival level with or ahead of DEFRAG in the mean gives the lead no support: p = 1.
     ahead = [label for label in known if not leading[label]]
     if ahead:
-        tests.append((claim, 1.0))
+        tests.append(Test(claim, 1.0, "not confirmed"))
         label = best if best in ahead else ahead[0]
         position = "is ahead" if mean_gains[label] < 0 else "ties in the mean"
         return f"not distinguishable from noise ({label} {position}, p = {format_p(known[label])})"
 
     weakest = max(known, key=known.__getitem__)
     p_value = known[weakest]
-    tests.append((claim, p_value))
+    tests.append(Test(claim, p_value, "confirmed against every rival"))
     if p_value < SIGNIFICANCE:
         return f"confirmed against every rival (largest p = {format_p(p_value)})"
     return f"not distinguishable from noise (p = {format_p(p_value)} against {weakest})"

@@ -374,7 +374,25 @@ def test_multiplicity_paragraph(tmp_path):
     assert (
         "The 3 tests above each use the 0.05 level on their own. Holm's correction for all 3, "
         "which keeps the chance of any false verdict among them below 0.05, keeps 1 of the 3 "
-        "significant verdicts: DEFRAG (polar, rsgd) is above Linear (adjusted p = 5.7e-06)."
+        "significant verdicts: DEFRAG (polar, rsgd) is above Linear, confirmed "
+        "(adjusted p = 5.7e-06)."
+    ) in text
+
+
+def test_multiplicity_names_a_contradicted_claim(tmp_path):
+    # Field case (MNIST page): a verdict against the paper's claim survived Holm's correction
+    # and was listed under the claim's own wording, as if confirmed. DEFRAG here is wrong on
+    # 20 of 20 discordant examples (p = 2 / 2^20 = 1.9e-06, times 2 tests: 3.8e-06), and
+    # Silhouette ties with Linear (p = 1).
+    planned = plan(tmp_path, ["linear", "silhouette", "defrag"])
+    for run, correct in zip(planned, [170, 170, 150], strict=True):
+        write_fake_run(run, correct)
+
+    text = render(planned)
+
+    assert (
+        "keeps 1 of the 1 significant verdicts: DEFRAG (polar, rsgd) is above Linear, not "
+        "confirmed, the opposite holds (adjusted p = 3.8e-06)."
     ) in text
 
 
