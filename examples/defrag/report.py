@@ -460,6 +460,10 @@ def _mcnemar_table(groups: Sequence[Group], baseline: Group | None) -> str:
                 f"| {group.label} | {seed} | {test.wins} | {test.losses} "
                 f"| {format_p(test.p_value)} |"
             )
+    if len(rows) == 2:
+        return (
+            "No other configuration has a run with the seed of a Linear run, so no pair is tested."
+        )
     return "\n".join(rows)
 
 

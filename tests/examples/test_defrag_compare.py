@@ -425,6 +425,17 @@ def test_report_without_baseline(tmp_path):
     assert "not comparable with the paper's" in text
 
 
+def test_report_with_linear_only(tmp_path):
+    # Field case: a page with Linear alone printed the per-seed McNemar table as a bare header.
+    planned = plan(tmp_path, ["linear"])
+    write_fake_run(planned[0], 100)
+
+    text = render(planned)
+
+    assert "| Configuration | Seed | Right where Linear is wrong" not in text
+    assert "No other configuration has a run with the seed of a Linear run" in text
+
+
 def test_status_of_fake_runs(tmp_path):
     planned = plan(tmp_path, ["linear", "defrag"])
     write_fake_run(planned[0], 100)
