@@ -605,7 +605,17 @@ def _runs_table(
         rows.append(f"| `{run.output_dir.name}` | diverged | n/a | `{run.command}` |")
     for run in pending:
         rows.append(f"| `{run.output_dir.name}` | not finished | n/a | `{run.command}` |")
-    return "\n".join(rows)
+    text = "\n".join(rows)
+
+    commands = [result.run.command for result in results]
+    commands += [divergence.run.command for divergence in divergences]
+    if any("--data-dir" not in command for command in commands):
+        text += (
+            "\n\nA command without `--data-dir` looks for the IDX files in the default folders "
+            "(Debian's `/usr/share/datasets/fashion-mnist` for Fashion-MNIST, then the folder of "
+            "`--cache-dir`). Where the files are elsewhere, add `--data-dir FOLDER`."
+        )
+    return text
 
 
 def _device_text(record: dict[str, Any]) -> str:

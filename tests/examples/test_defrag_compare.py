@@ -436,6 +436,18 @@ def test_report_with_linear_only(tmp_path):
     assert "No other configuration has a run with the seed of a Linear run" in text
 
 
+def test_runs_table_names_the_data_option(tmp_path):
+    # Field case: the MNIST page's train commands lacked --data-dir, and nothing said where
+    # copied commands look for the IDX files.
+    planned = plan(tmp_path, ["linear"])
+    write_fake_run(planned[0], 100)
+
+    text = render(planned)
+
+    assert "--data-dir" not in planned[0].command
+    assert "Where the files are elsewhere, add `--data-dir FOLDER`." in text
+
+
 def test_status_of_fake_runs(tmp_path):
     planned = plan(tmp_path, ["linear", "defrag"])
     write_fake_run(planned[0], 100)
