@@ -241,10 +241,31 @@ def plan_runs(
             argv += options.sgd
         argv += settings_argv(dict(spec.settings))
         argv += ["--seed", str(spec.seed), "--output-dir", str(output_dir / spec.folder_name)]
+        argv = _last_values(argv, parser)
 
         config = cli.config_from_args(parser.parse_args(argv))
         planned.append(PlannedRun(spec, config, tuple(argv)))
     return planned
+
+
+def _last_values(argv: Sequence[str], parser: argparse.ArgumentParser) -> list[str]:
+    """Keep one copy of each option of a layered ``train`` command line, with its last value.
+
+    The layers of ``plan_runs`` repeat an option where one overrides another, as in ``--lr 0.1
+    ... --lr 0.03``. The parser keeps the last value anyway, so dropping the earlier ones leaves
+    the run's settings as they are and prints a command that states each setting once. Each
+    option stays where it first appeared.
+    """
+    values: dict[str, str | None] = {}
+    tokens = iter(argv)
+    for token in tokens:
+        action = parser._option_string_actions[token]
+        values[token] = None if action.nargs == 0 else next(tokens)
+
+    merged = []
+    for option, value in values.items():
+        merged += [option] if value is None else [option, value]
+    return merged
 
 
 def run_status(config: TrainConfig) -> RunStatus:

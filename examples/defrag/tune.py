@@ -260,7 +260,8 @@ def run_tune(args: argparse.Namespace, argv: Sequence[str]) -> Path:
     if not specs:
         raise cli.OptionConflict("The tuning grid is empty. Give --variants and --seeds.")
     planned = runner.plan_runs(specs, _grid_options(args), args.output_dir, base)
-    print(f"Tuning grid of {len(planned)} runs in {args.output_dir}.")
+    runs = "1 run" if len(planned) == 1 else f"{len(planned)} runs"
+    print(f"Tuning grid of {runs} in {args.output_dir}.")
     runner.execute(planned, keep_going=True)
 
     choices = collect_choices(planned)

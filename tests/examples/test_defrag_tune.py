@@ -1,6 +1,7 @@
 """Tests of hyperparameter files and the ``tune`` subcommand."""
 
 import argparse
+import dataclasses
 import json
 
 import pytest
@@ -59,6 +60,20 @@ def test_command_line_overrides_hparams(tmp_path):
     linear, defrag = (run.config for run in planned)
     assert (linear.lr, linear.epochs) == (0.01, 2)
     assert (defrag.lr, defrag.epochs) == (0.05, 2)
+
+
+def test_run_command_states_each_option_once(tmp_path):
+    # Field case: a tuning run printed "--lr 0.1 ... --lr 0.03", the file's value and then the
+    # grid's. The parser took the last, but the command read as two learning rates.
+    path = write(tmp_path / "h.json", {"variants": {"defrag": {"lr": 0.1}}})
+    specs = runner.build_grid(["defrag"], ["polar"], ["rsgd"], [0])
+    specs = [dataclasses.replace(specs[0], settings=(("lr", "0.03"),))]
+
+    (run,) = runner.plan_runs(specs, runner.GridOptions(), tmp_path, hparams.load_hparams(path))
+
+    assert run.argv.count("--lr") == 1
+    assert run.argv[run.argv.index("--lr") + 1] == "0.03"
+    assert run.config.lr == 0.03
 
 
 @pytest.mark.parametrize(
