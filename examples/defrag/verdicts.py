@@ -62,7 +62,7 @@ class Test:
     Attributes:
         claim: The paper's claim, such as "DEFRAG (polar, rsgd) is above Linear".
         p_value: The two-sided p-value of the test.
-        finding: What a significant result says about the claim: "confirmed", or "not
+        finding: The outcome of a significant result for the claim: "confirmed", or "not
             confirmed" with the side that leads, so that a verdict that survives the
             correction is never read as support for a claim that it contradicts.
     """

@@ -437,7 +437,7 @@ def test_report_with_linear_only(tmp_path):
 
 
 def test_runs_table_names_the_data_option(tmp_path):
-    # Field case: the MNIST page's train commands lacked --data-dir, and nothing said where
+    # Field case: the MNIST page's train commands lacked --data-dir, and no text named where
     # copied commands look for the IDX files.
     planned = plan(tmp_path, ["linear"])
     write_fake_run(planned[0], 100)
