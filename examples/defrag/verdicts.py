@@ -56,7 +56,7 @@ class ClusterMetric:
 
 
 @dataclass(frozen=True)
-class Test:
+class ClaimTest:
     """One test behind a verdict, kept for Holm's correction over all the tests of a page.
 
     Attributes:
@@ -113,7 +113,7 @@ def render_verdicts(
             when they trained on another split than the paper's, so that the claims on an
             accuracy level are not tested.
     """
-    tests: list[Test] = []
+    tests: list[ClaimTest] = []
     claims = [f"- {label}: withheld, every run diverged (see above)." for label in orphans]
     claims += _ordering_verdicts(groups, baseline, tests)
     claims += _target_verdicts(groups, comparable)
@@ -148,7 +148,7 @@ def holm_adjusted(p_values: Sequence[float]) -> list[float]:
     return adjusted
 
 
-def _multiplicity(tests: Sequence[Test]) -> list[str]:
+def _multiplicity(tests: Sequence[ClaimTest]) -> list[str]:
     """Report which significant verdicts survive Holm's correction over all the tests.
 
     Returns no paragraph with fewer than two tests or without a significant one, because then
@@ -180,7 +180,7 @@ def _multiplicity(tests: Sequence[Test]) -> list[str]:
 
 
 def _ordering_verdicts(
-    groups: Sequence[Group], baseline: Group | None, tests: list[Test]
+    groups: Sequence[Group], baseline: Group | None, tests: list[ClaimTest]
 ) -> list[str]:
     """Verdicts on "configuration X is above (or below) Linear" where the paper orders the two.
 
@@ -213,7 +213,7 @@ def _ordering_verdicts(
             continue
         agrees = (difference > 0) == (paper_gap > 0)
         finding = "confirmed" if agrees else "not confirmed, the opposite holds"
-        tests.append(Test(f"{group.label} is {direction} Linear", p_value, finding))
+        tests.append(ClaimTest(f"{group.label} is {direction} Linear", p_value, finding))
         verdict = _verdict(agrees, p_value)
         if len(paired_accuracies(group, baseline)) == 1 and p_value < SIGNIFICANCE:
             verdict += " on one seed only; the variation between seeds is not tested"
@@ -383,7 +383,7 @@ def _cluster_section(
     groups: Sequence[Group],
     orphans: Mapping[str, Sequence[Divergence]],
     paper: PaperResults | None,
-    tests: list[Test],
+    tests: list[ClaimTest],
 ) -> list[str]:
     """Render the verdicts on DEFRAG's cluster lead: a paragraph naming the rivals, then a list.
 
@@ -474,7 +474,7 @@ def _rivals_paragraph(
     return text
 
 
-def _cluster_verdicts(group: Group, compared: Sequence[Group], tests: list[Test]) -> list[str]:
+def _cluster_verdicts(group: Group, compared: Sequence[Group], tests: list[ClaimTest]) -> list[str]:
     """Judge one DEFRAG row's lead on each cluster metric over every rival."""
     claim = f"- {group.label} leads the silhouette score and distance ratio: "
     if not group.learned:
@@ -488,7 +488,7 @@ def _cluster_verdict(
     group: Group,
     compared: Sequence[Group],
     metric: ClusterMetric,
-    tests: list[Test],
+    tests: list[ClaimTest],
 ) -> str:
     """Judge one DEFRAG row's lead on one cluster metric over every rival.
 
@@ -535,7 +535,7 @@ def _every_rival_verdict(
     p_values: Mapping[str, float | None],
     best: str,
     claim: str,
-    tests: list[Test],
+    tests: list[ClaimTest],
 ) -> str:
     """Word the verdict on leading every rival from the per-rival gains and p-values.
 
@@ -552,7 +552,7 @@ def _every_rival_verdict(
     }
     if opposed:
         label = min(opposed, key=opposed.__getitem__)
-        tests.append(Test(claim, opposed[label], f"not confirmed, {label} leads"))
+        tests.append(ClaimTest(claim, opposed[label], f"not confirmed, {label} leads"))
         return f"not confirmed, {label} leads (p = {format_p(opposed[label])})"
 
     undefined = [label for label, p in p_values.items() if p is None]
@@ -567,14 +567,14 @@ def _every_rival_verdict(
     # A rival level with or ahead of DEFRAG in the mean gives the lead no support: p = 1.
     ahead = [label for label in known if not leading[label]]
     if ahead:
-        tests.append(Test(claim, 1.0, "not confirmed"))
+        tests.append(ClaimTest(claim, 1.0, "not confirmed"))
         label = best if best in ahead else ahead[0]
         position = "is ahead" if mean_gains[label] < 0 else "ties in the mean"
         return f"not distinguishable from noise ({label} {position}, p = {format_p(known[label])})"
 
     weakest = max(known, key=known.__getitem__)
     p_value = known[weakest]
-    tests.append(Test(claim, p_value, "confirmed against every rival"))
+    tests.append(ClaimTest(claim, p_value, "confirmed against every rival"))
     if p_value < SIGNIFICANCE:
         return f"confirmed against every rival (largest p = {format_p(p_value)})"
     return f"not distinguishable from noise (p = {format_p(p_value)} against {weakest})"
