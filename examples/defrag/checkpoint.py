@@ -29,6 +29,9 @@ CHECKPOINT_NAME = "checkpoint.pt"
 CHECKPOINT_FORMAT = 1
 CONFIG_NAME = "config.json"
 METRICS_NAME = "metrics.json"
+# Marker file of a run whose loss became NaN or infinite in a grid that keeps going. It contains
+# the error message.
+DIVERGED_NAME = "diverged.txt"
 PREDICTIONS_NAME = "predictions.pt"
 FEATURES_NAME = "features.pt"
 
@@ -104,7 +107,11 @@ class RunState:
 
 
 def check_output_dir(checkpoint_path: Path, resume: bool) -> None:
-    """Raise RunError unless a checkpoint exists exactly when ``resume`` is requested."""
+    """Raise RunError unless a checkpoint exists exactly when ``resume`` is requested.
+
+    A new run is also refused in a folder that holds the metrics or the divergence marker of an
+    earlier run, so that no record is overwritten.
+    """
     if resume and not checkpoint_path.is_file():
         raise RunError(
             f"--resume was given, but {checkpoint_path} does not exist. Pass the --output-dir "
@@ -115,6 +122,17 @@ def check_output_dir(checkpoint_path: Path, resume: bool) -> None:
             f"{checkpoint_path} already exists. Pass --resume to continue that run, or choose "
             "another --output-dir."
         )
+
+    # A run record without its checkpoint, such as those kept under examples/defrag/reproduction,
+    # would be overwritten by a new run from its own train command.
+    output_dir = checkpoint_path.parent
+    for name in (METRICS_NAME, DIVERGED_NAME):
+        if not resume and (output_dir / name).is_file():
+            raise RunError(
+                f"{output_dir} already holds the record of a run ({name}) and no checkpoint to "
+                "resume from. Choose another --output-dir, or delete the folder to train that "
+                "run again."
+            )
 
 
 def save_checkpoint(

@@ -21,6 +21,7 @@ from examples.defrag import cli, train
 from examples.defrag.checkpoint import (
     CHECKPOINT_NAME,
     CONFIG_NAME,
+    DIVERGED_NAME,
     METRICS_NAME,
     PREDICTIONS_NAME,
     RunError,
@@ -40,11 +41,6 @@ class RunStatus(Enum):
     RESUME = "resuming from its checkpoint"
     FINISHED = "finished earlier, skipped"
     DIVERGED = "diverged earlier, skipped"
-
-
-# Marker file of a run whose loss became NaN or infinite in a grid that keeps going. It contains
-# the error message.
-DIVERGED_NAME = "diverged.txt"
 
 
 @dataclass(frozen=True)

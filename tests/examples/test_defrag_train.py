@@ -235,6 +235,23 @@ def test_existing_run_needs_resume(tmp_path, data_args, capsys):
     assert "already exists. Pass --resume" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("marker", ["metrics.json", "diverged.txt"])
+def test_record_without_checkpoint_is_kept(tmp_path, data_args, capsys, marker):
+    # Field case: a train command copied from a results page into the page's own record folder
+    # (metrics and predictions, no checkpoint) started a new run and overwrote the record.
+    (tmp_path / marker).write_text("kept\n", encoding="utf-8")
+    argv = ["train", *data_args, *TINY_RUN, "--epochs", "1", "--output-dir", str(tmp_path)]
+
+    status = main(argv)
+
+    assert status == 1
+    error = capsys.readouterr().err
+    assert f"{tmp_path} already holds the record of a run ({marker})" in error
+    assert "Choose another --output-dir" in error
+    assert (tmp_path / marker).read_text(encoding="utf-8") == "kept\n"
+    assert not (tmp_path / "config.json").exists()
+
+
 def test_resume_without_checkpoint(tmp_path, data_args, capsys):
     status = main(["train", *data_args, "--resume", "--output-dir", str(tmp_path / "empty")])
 
