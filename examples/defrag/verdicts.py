@@ -120,7 +120,9 @@ def render_verdicts(
 
     blocks = [
         f"Each verdict uses the paired test of the main table (significance level "
-        f"{SIGNIFICANCE}, two-sided). A difference, in either direction, that the test cannot "
+        f"{SIGNIFICANCE}, two-sided). A claim is confirmed when the runs show its direction with "
+        f"p < {SIGNIFICANCE}, and not confirmed when they show the opposite direction with "
+        f"p < {SIGNIFICANCE}. A difference, in either direction, that the test cannot "
         "separate from seed-to-seed or example-to-example variation is called not "
         f"distinguishable from noise.{_resolution(groups, baseline)}"
     ]
@@ -160,7 +162,7 @@ def _multiplicity(tests: Sequence[ClaimTest]) -> list[str]:
 
     adjusted = holm_adjusted([test.p_value for test in tests])
     surviving = [
-        f"{test.claim}, {test.finding} (adjusted p = {format_p(holm)})"
+        f'"{test.claim}": {test.finding} (adjusted p = {format_p(holm)})'
         for test, holm in zip(tests, adjusted, strict=True)
         if test.p_value < SIGNIFICANCE and holm < SIGNIFICANCE
     ]
@@ -218,9 +220,30 @@ def _ordering_verdicts(
         if len(paired_accuracies(group, baseline)) == 1 and p_value < SIGNIFICANCE:
             verdict += " on one seed only; the variation between seeds is not tested"
         lines.append(
-            f"- {claim}: {verdict}, here {difference:+.4f}{_gap_interval(group, baseline)}."
+            f"- {claim}: {verdict}, here {difference:+.4f}{_gap_interval(group, baseline)}"
+            f"{_seed_tally(group, baseline)}."
         )
     return lines
+
+
+def _seed_tally(group: Group, baseline: Group) -> str:
+    """Return on how many common seeds a configuration is above and below Linear.
+
+    The paired t-test can miss a gap that every seed shows when one seed's gap is far larger
+    than the others', so the verdict names the count beside it. Empty with fewer than two seeds.
+    """
+    pairs = paired_accuracies(group, baseline)
+    if len(pairs) < 2:
+        return ""
+
+    above = sum(a > b for a, b in pairs.values())
+    below = sum(a < b for a, b in pairs.values())
+    every = "both" if len(pairs) == 2 else f"all {len(pairs)}"
+    if above == len(pairs):
+        return f", above Linear on {every}"
+    if below == len(pairs):
+        return f", below Linear on {every}"
+    return f", above Linear on {above} of them and below on {below}"
 
 
 def _resolution(groups: Sequence[Group], baseline: Group | None) -> str:
@@ -657,7 +680,8 @@ def _other_differences(groups: Sequence[Group], baseline: Group | None) -> list[
         return []
     return [
         "Other significant differences against Linear, where the paper's numbers give no "
-        "order (same test and level):",
+        "order (same test and level). They are not among the tests of Holm's correction above, "
+        f"so each holds at the {SIGNIFICANCE} level on its own only:",
         "\n".join(items),
     ]
 

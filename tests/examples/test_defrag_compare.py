@@ -136,8 +136,8 @@ def test_report_two_seeds(tmp_path):
     low, high = scipy.stats.t.interval(0.95, 1, loc=0.04, scale=scipy.stats.sem(gaps))
     assert (
         f"- Center is above Linear (paper: +0.0002): not distinguishable from noise "
-        f"(p = {expected:.2g}), here +0.0400, 95% CI {low:+.4f} to {high:+.4f} over 2 seeds."
-        in text
+        f"(p = {expected:.2g}), here +0.0400, 95% CI {low:+.4f} to {high:+.4f} over 2 seeds, "
+        "above Linear on both." in text
     )
     assert "pair each run with the Linear run of the same seed" not in text
 

@@ -25,8 +25,8 @@ def test_verdicts_over_three_seeds(tmp_path):
     low, high = scipy.stats.t.interval(0.95, 2, loc=0.055, scale=scipy.stats.sem(gaps))
     assert (
         f"- DEFRAG (polar, rsgd) is above Linear (paper: +0.0024): confirmed "
-        f"(p = {expected:.2g}), here +0.0550, 95% CI {low:+.4f} to {high:+.4f} over 3 seeds."
-        in text
+        f"(p = {expected:.2g}), here +0.0550, 95% CI {low:+.4f} to {high:+.4f} over 3 seeds, "
+        "above Linear on all 3." in text
     )
     low, high = scipy.stats.t.interval(0.95, 2, loc=0.91, scale=scipy.stats.sem([0.9, 0.91, 0.92]))
     assert (
@@ -252,7 +252,9 @@ def test_unclaimed_significant_difference_listed(tmp_path):
     low, high = scipy.stats.t.interval(0.95, 2, loc=sum(gaps) / 3, scale=scipy.stats.sem(gaps))
     assert (
         "Other significant differences against Linear, where the paper's numbers give no order "
-        "(same test and level):\n\n- DEFRAG (polar, rsgd) is below Linear, here -0.0533"
+        "(same test and level). They are not among the tests of Holm's correction above, so "
+        "each holds at the 0.05 level on its own only:\n\n- DEFRAG (polar, rsgd) is below "
+        "Linear, here -0.0533"
         f", 95% CI {low:+.4f} to {high:+.4f} (p = {p_value:.2g}, paired t-test over 3 seeds)."
         in text
     )
@@ -374,7 +376,7 @@ def test_multiplicity_paragraph(tmp_path):
     assert (
         "The 3 tests above each use the 0.05 level on their own. Holm's correction for all 3, "
         "which keeps the chance of any false verdict among them below 0.05, keeps 1 of the 3 "
-        "significant verdicts: DEFRAG (polar, rsgd) is above Linear, confirmed "
+        'significant verdicts: "DEFRAG (polar, rsgd) is above Linear": confirmed '
         "(adjusted p = 5.7e-06)."
     ) in text
 
@@ -391,7 +393,7 @@ def test_multiplicity_names_a_contradicted_claim(tmp_path):
     text = render(planned)
 
     assert (
-        "keeps 1 of the 1 significant verdicts: DEFRAG (polar, rsgd) is above Linear, not "
+        'keeps 1 of the 1 significant verdicts: "DEFRAG (polar, rsgd) is above Linear": not '
         "confirmed, the opposite holds (adjusted p = 3.8e-06)."
     ) in text
 
