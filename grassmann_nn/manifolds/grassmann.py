@@ -41,11 +41,31 @@ def principal_angles(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         at small and large angles alike (Knyazev and Argentati, "Principal Angles between
         Subspaces in an A-Based Scalar Product", SIAM J. Sci. Comput. 2002).
     """
+    _check_pair(x, y)
+    return _principal_angles(x, y)
+
+
+def _check_pair(x: torch.Tensor, y: torch.Tensor) -> None:
+    """Raise ValueError unless x and y are equal-shaped, finite stacks of tall n x p matrices.
+
+    The decompositions behind the angles fail on NaN or inf with a LAPACK message about
+    conditioning, which hides the cause, so the input is checked first.
+    """
     if x.shape != y.shape:
         raise ValueError(
             f"x and y must have the same shape, got {tuple(x.shape)} and {tuple(y.shape)}."
         )
-    return _principal_angles(x, y)
+    if x.dim() < 2 or not 0 < x.shape[-1] <= x.shape[-2]:
+        raise ValueError(
+            f"x and y must be tall n x p matrices with 0 < p <= n, got shape {tuple(x.shape)}. "
+            "Transpose them if their rows are the orthonormal side."
+        )
+    for name, tensor in (("x", x), ("y", y)):
+        if not bool(torch.isfinite(tensor).all()):
+            raise ValueError(
+                f"{name} contains NaN or infinite values, so its column span is undefined. "
+                f"Check the computation that produced {name}."
+            )
 
 
 # logmap uses the polar form while every squared sine is at most this, so every cosine is at
@@ -243,10 +263,7 @@ class Grassmann(OrthonormalFrames):
             coincide. Second derivatives are not implemented.
         """
         self._require_shape(x)
-        if x.shape != y.shape:
-            raise ValueError(
-                f"x and y must have the same shape, got {tuple(x.shape)} and {tuple(y.shape)}."
-            )
+        _check_pair(x, y)
         return _logmap(x, y)
 
     def dist(self, x: torch.Tensor, y: torch.Tensor, *, keepdim: bool = False) -> torch.Tensor:

@@ -181,6 +181,28 @@ def test_proju_rejects_mismatched_shapes():
         MANIFOLD.proju(orthonormal(20, 3), torch.zeros(20, 4, dtype=torch.float64))
 
 
+def test_principal_angles_reject_wide_frames():
+    # Field case: a wide 8 x 256 pair, a layer weight in nn.Linear's orientation, failed with a
+    # raw broadcasting error from inside the SVD.
+    x = orthonormal(256, 8)
+
+    with pytest.raises(ValueError, match=r"tall n x p matrices .* got shape \(8, 256\)"):
+        principal_angles(x.T, x.T)
+
+
+@pytest.mark.parametrize("value", [math.nan, math.inf])
+@pytest.mark.parametrize("method", ["principal_angles", "dist", "logmap"])
+def test_non_finite_input_named(method, value):
+    # Field case: NaN reached LAPACK, whose error blamed conditioning and repeated eigenvalues.
+    x = orthonormal(20, 3)
+    y = x.clone()
+    y[0, 0] = value
+    maps = {"principal_angles": principal_angles, "dist": MANIFOLD.dist, "logmap": MANIFOLD.logmap}
+
+    with pytest.raises(ValueError, match="y contains NaN or infinite values"):
+        maps[method](x, y)
+
+
 def geodesic_endpoint(x, angles, seed=3):
     """Return y whose principal angles to x are ``angles``, along a geodesic from x."""
     n, p = x.shape
