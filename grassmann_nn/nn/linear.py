@@ -214,6 +214,13 @@ class _OrthonormalLinear(nn.Module):
         if not assign:
             weight = weight.to(dtype=self.weight.dtype, device=self.weight.device)
 
+        if not bool(torch.isfinite(weight).all()):
+            raise ValueError(
+                f"the weight to load into {type(self).__name__} (shape {tuple(weight.shape)}) "
+                "contains NaN or infinite values, and no parameter was changed. Load a finite "
+                "weight, such as the one of an earlier checkpoint."
+            )
+
         with torch.no_grad():
             if not manifold.check_point_on_manifold(weight.detach()):
                 weight = manifold.projx(weight.detach())

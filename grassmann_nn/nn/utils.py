@@ -96,7 +96,9 @@ def retract_(module: nn.Module) -> float:
 
     NOTE: Optimizer state such as Adam's moment estimates is not projected. It stays in the
     ambient space, which is what makes the recipe "any optimizer, then retract" and not a
-    Riemannian optimizer.
+    Riemannian optimizer. The other optimizer also writes its step before ``retract_`` sees it,
+    so a NaN or infinite step is already in the weight: ``retract_`` then raises and leaves
+    the parameters as they are, and only a checkpoint restores them.
 
     Args:
         module: Any module.
@@ -127,6 +129,14 @@ def retract_(module: nn.Module) -> float:
 
 def _project(name: str, param: geoopt.ManifoldTensor) -> torch.Tensor:
     """Return ``projx`` of a parameter, or raise FloatingPointError naming it."""
+    if not bool(torch.isfinite(param).all()):
+        raise FloatingPointError(
+            f"parameter {name!r} (shape {tuple(param.shape)}) already contains NaN or infinite "
+            "values, written by the optimizer step before retract_, which changed no "
+            "parameter. Reload the last checkpoint and lower the learning rate, or use "
+            "grassmann_nn.optim.RiemannianSGD, which rejects such a step before writing it."
+        )
+
     try:
         return param.manifold.projx(param.detach())
     except FloatingPointError as error:

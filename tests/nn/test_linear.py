@@ -231,6 +231,23 @@ def test_loading_wrong_shape_raises():
         layer.load_state_dict(nn.Linear(64, 5).state_dict())
 
 
+@pytest.mark.parametrize("layer_class", [GrassmannLinear, StiefelLinear])
+def test_loading_nan_weight_changes_nothing(layer_class):
+    # Field case: a NaN weight failed inside the projection with advice about the gradient and
+    # learning rate, though no gradient was involved.
+    layer = layer_class(64, 4)
+    before = copy.deepcopy(layer.state_dict())
+    linear = nn.Linear(64, 4)
+    with torch.no_grad():
+        linear.weight[0, 0] = float("nan")
+
+    with pytest.raises(ValueError, match=r"\(shape \(4, 64\)\) contains NaN or infinite"):
+        layer.load_state_dict(linear.state_dict())
+
+    torch.testing.assert_close(layer.weight.detach(), before["weight"], atol=0, rtol=0)
+    torch.testing.assert_close(layer.bias.detach(), before["bias"], atol=0, rtol=0)
+
+
 def test_to_linear_exports_plain_linear():
     layer = StiefelLinear(64, 4)
     x = torch.randn(3, 64)

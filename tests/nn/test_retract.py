@@ -137,3 +137,14 @@ def test_retract_failure_names_parameter_and_changes_nothing():
 
     torch.testing.assert_close(model[0].weight.detach(), scaled, atol=0, rtol=0)
     assert set(before) == {name for name, _ in model.named_parameters()}
+
+
+def test_retract_names_step_that_wrote_nan():
+    # Field case: Adam wrote a NaN into the weight before retract_, whose message then blamed
+    # the projection. It now says where the NaN came from and how to recover.
+    layer = GrassmannLinear(16, 4)
+    with torch.no_grad():
+        layer.weight[0, 0] = float("inf")
+
+    with pytest.raises(FloatingPointError, match="written by the optimizer step before retract_"):
+        retract_(layer)
