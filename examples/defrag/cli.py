@@ -94,8 +94,9 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
         type=Path,
         default=None,
         metavar="FOLDER",
-        help="folder with the four IDX files, .gz or decompressed, flat or in torchvision's "
-        "<ClassName>/raw layout; only read, never written (default: Debian's "
+        help="folder with the four IDX files (or the two t10k files alone, whose test split "
+        "is then divided into training and test examples), .gz or decompressed, flat or in "
+        "torchvision's <ClassName>/raw layout; only read, never written (default: Debian's "
         "/usr/share/datasets/fashion-mnist for Fashion-MNIST, then the cache)",
     )
     data.add_argument(

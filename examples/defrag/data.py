@@ -69,7 +69,8 @@ _INSTALL_HINT = (
     "  - pass --download to let torchvision download it into the cache folder\n"
     "  - pass --data-dir FOLDER, where FOLDER contains the IDX files "
     "(train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, t10k-images-idx3-ubyte.gz, "
-    "t10k-labels-idx1-ubyte.gz), compressed or not"
+    "t10k-labels-idx1-ubyte.gz), compressed or not; the two t10k files alone suffice, and "
+    "then the test split is divided into training and test examples"
 )
 
 

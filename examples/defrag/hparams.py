@@ -152,7 +152,10 @@ def load_hparams(path: Path) -> Hyperparameters:
     try:
         data = json.loads(Path(path).read_text())
     except OSError as error:
-        raise cli.OptionConflict(f"--hparams {path} cannot be read: {error}") from None
+        raise cli.OptionConflict(
+            f"--hparams {path} cannot be read: {error}. Pass the file that "
+            "`tune --write-hparams` wrote, or leave --hparams out to use the train defaults."
+        ) from None
     except json.JSONDecodeError as error:
         raise cli.OptionConflict(
             f"--hparams {path} is not valid JSON: {error}. Pass the file that "

@@ -109,6 +109,18 @@ def test_hparams_not_json(tmp_path):
     assert "Pass the file that `tune --write-hparams` wrote" in message
 
 
+def test_hparams_missing_file(tmp_path):
+    # Field case: a missing file gave the OS error alone, without a next step.
+    path = tmp_path / "missing.json"
+
+    with pytest.raises(cli.OptionConflict) as error:
+        hparams.load_hparams(path)
+
+    message = str(error.value)
+    assert f"--hparams {path} cannot be read" in message
+    assert "or leave --hparams out to use the train defaults" in message
+
+
 def parse_tune(argv):
     return build_parser().parse_args(["tune", *argv])
 
