@@ -228,11 +228,35 @@ def _table_notes(groups: Sequence[Group], baseline: Group | None) -> str:
         "Train s/epoch and Eval s/epoch are wall-clock seconds per epoch, averaged over all "
         "epochs and seeds; the machine and its load at the start of each run are under Setup. "
         "Compare them only between runs that started at a similar load: on a shared 2-core "
-        "machine the same epoch can take several times longer.",
+        "machine the same epoch can take several times longer." + _setups_note(groups),
     ]
     if baseline is None:
         lines.append("No Linear runs were in the grid, so no paired test was made.")
     return "\n\n".join(lines)
+
+
+def _setups_note(groups: Sequence[Group]) -> str:
+    """Name the CPU models and thread counts of the runs when they differ, or return "".
+
+    The timing columns average over every run of a configuration, so runs on another machine
+    or with another thread count change them without any change of method.
+    """
+    setups: dict[str, list[str]] = {}
+    for group in groups:
+        for result in group.results:
+            record = result.record
+            cpu = record.get("machine", {}).get("cpu", "an unrecorded CPU")
+            threads = record.get("versions", {}).get("torch_threads")
+            setup = f"{cpu}, {threads} torch thread{'' if threads == 1 else 's'}"
+            setups.setdefault(setup, []).append(result.run.output_dir.name)
+    if len(setups) < 2:
+        return ""
+
+    listed = "; ".join(f"{setup}: {', '.join(runs)}" for setup, runs in setups.items())
+    return (
+        f" These runs used {len(setups)} setups, so a configuration's timing mixes them where "
+        f"its runs differ ({listed})."
+    )
 
 
 def _seed_pairing_note(groups: Sequence[Group], baseline: Group | None) -> str:
@@ -283,7 +307,7 @@ def _feature_layer_note(groups: Sequence[Group]) -> str:
         sentences.append(text + ".")
     elif "defrag" in names:
         sentences.append("DEFRAG adds the silhouette loss to a Grassmann feature layer.")
-    sentences.append("The exact train command of every run is under Runs.")
+    sentences.append("The train command of every run, with all its settings, is under Runs.")
     return " ".join(sentences)
 
 
@@ -613,7 +637,14 @@ def _runs_table(
         text += (
             "\n\nA command without `--data-dir` looks for the IDX files in the default folders "
             "(Debian's `/usr/share/datasets/fashion-mnist` for Fashion-MNIST, then the folder of "
-            "`--cache-dir`). Where the files are elsewhere, add `--data-dir FOLDER`."
+            "`--cache-dir`, by default `$XDG_CACHE_HOME/grassmann_nn` or "
+            "`~/.cache/grassmann_nn`). Where the files are elsewhere, add `--data-dir FOLDER`."
+        )
+    if commands:
+        text += (
+            "\n\nEach command's `--output-dir` is the folder of the run's record, and `train` "
+            "refuses a folder that holds a record, so give another `--output-dir` to train a "
+            "run again."
         )
     return text
 

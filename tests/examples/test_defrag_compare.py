@@ -173,26 +173,27 @@ def test_report_title_names_varied_settings(tmp_path, retractions, optimizers, t
             ["linear", "silhouette", "center", "contrastive-center", "defrag"],
             "Silhouette, Center and Contrastive Center add their loss to the linear feature "
             "layer of the Linear row, and DEFRAG adds the silhouette loss to a Grassmann feature "
-            "layer; the paper does not name the feature layer of its center-loss rows. The exact "
-            "train command of every run is under Runs.",
+            "layer; the paper does not name the feature layer of its center-loss rows. The train "
+            "command of every run, with all its settings, is under Runs.",
         ),
         (
             ["linear", "silhouette"],
-            "Silhouette adds its loss to the linear feature layer of the Linear row. The exact "
-            "train command of every run is under Runs.",
+            "Silhouette adds its loss to the linear feature layer of the Linear row. The train "
+            "command of every run, with all its settings, is under Runs.",
         ),
         (
             ["center", "defrag"],
             "Center adds its loss to a linear feature layer, and DEFRAG adds the silhouette loss "
             "to a Grassmann feature layer; the paper does not name the feature layer of its "
-            "center-loss rows. The exact train command of every run is under Runs.",
+            "center-loss rows. The train command of every run, with all its settings, is under "
+            "Runs.",
         ),
         (
             ["linear", "defrag"],
-            "DEFRAG adds the silhouette loss to a Grassmann feature layer. The exact train "
-            "command of every run is under Runs.",
+            "DEFRAG adds the silhouette loss to a Grassmann feature layer. The train command "
+            "of every run, with all its settings, is under Runs.",
         ),
-        (["linear"], "The exact train command of every run is under Runs."),
+        (["linear"], "The train command of every run, with all its settings, is under Runs."),
     ],
     ids=["all", "silhouette", "no-linear", "defrag", "linear"],
 )
@@ -434,6 +435,37 @@ def test_report_with_linear_only(tmp_path):
 
     assert "| Configuration | Seed | Right where Linear is wrong" not in text
     assert "No other configuration has a run with the seed of a Linear run" in text
+
+
+def test_timing_note_names_mixed_setups(tmp_path):
+    # Field case: the MNIST page averaged seconds per epoch over runs on two CPU models with
+    # one and two torch threads, and nothing on the page said so.
+    planned = plan(tmp_path, ["linear", "defrag"])
+    for run in planned:
+        write_fake_run(run, 100)
+    config = planned[1].output_dir / "config.json"
+    record = json.loads(config.read_text())
+    record["machine"]["cpu"] = "Other CPU"
+    record["versions"]["torch_threads"] = 1
+    config.write_text(json.dumps(record))
+
+    text = render(planned)
+
+    assert (
+        "These runs used 2 setups, so a configuration's timing mixes them where its runs "
+        "differ (Test CPU, 2 torch threads: linear-seed0; Other CPU, 1 torch thread: "
+        "defrag-polar-rsgd-seed0)."
+    ) in text
+
+
+def test_timing_note_absent_for_one_setup(tmp_path):
+    planned = plan(tmp_path, ["linear", "defrag"])
+    for run in planned:
+        write_fake_run(run, 100)
+
+    text = render(planned)
+
+    assert "setups" not in text
 
 
 def test_runs_table_names_the_data_option(tmp_path):
