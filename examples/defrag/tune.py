@@ -553,6 +553,11 @@ def _header(choices: Sequence[Choice], command: str, validation: int) -> str:
             " A seed marked near chance ended with a validation accuracy at or below "
             f"{CHANCE_FACTOR:g} times the chance level, so its run did not learn."
         )
+    if any(choice.diverged for choice in choices):
+        text += (
+            " A diverged seed counts as validation accuracy 0 in its row's mean, so that the "
+            "selection penalizes it, and the silhouette column averages the finished seeds only."
+        )
     return text
 
 

@@ -398,6 +398,9 @@ def test_tuning_warns_nothing_learned():
     )
     assert "| yes (near chance: seed 0) |" in table
     assert "| (diverged: seed 0) |" in table
+    # Field case: a row with a diverged seed showed a mean of 0.65 from two runs near 0.98
+    # without saying that the diverged seed counts as 0.
+    assert "A diverged seed counts as validation accuracy 0 in its row's mean" in table
     # A selection that did not learn shows no trend worth a grid-edge note.
     assert "Grid edge" not in table
     # The warning comes before the table.
