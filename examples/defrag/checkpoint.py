@@ -109,8 +109,8 @@ class RunState:
 def check_output_dir(checkpoint_path: Path, resume: bool) -> None:
     """Raise RunError unless a checkpoint exists exactly when ``resume`` is requested.
 
-    A new run is also refused in a folder that holds the metrics or the divergence marker of an
-    earlier run, so that no record is overwritten.
+    A new run is also refused in a folder that contains the metrics or the divergence marker of
+    an earlier run, so that no record is overwritten.
     """
     if resume and not checkpoint_path.is_file():
         raise RunError(
@@ -129,7 +129,7 @@ def check_output_dir(checkpoint_path: Path, resume: bool) -> None:
     for name in (METRICS_NAME, DIVERGED_NAME):
         if not resume and (output_dir / name).is_file():
             raise RunError(
-                f"{output_dir} already holds the record of a run ({name}) and no checkpoint to "
+                f"{output_dir} already contains the record of a run ({name}) and no checkpoint to "
                 "resume from. Choose another --output-dir, or delete the folder to train that "
                 "run again."
             )

@@ -96,7 +96,7 @@ def retract_(module: nn.Module) -> float:
 
     NOTE: Optimizer state such as Adam's moment estimates is not projected. It stays in the
     ambient space, which is what makes the recipe "any optimizer, then retract" and not a
-    Riemannian optimizer. The other optimizer also writes its step before ``retract_`` sees it,
+    Riemannian optimizer. The other optimizer also writes its step before ``retract_`` runs,
     so a NaN or infinite step is already in the weight: ``retract_`` then raises and leaves
     the parameters as they are, and only a checkpoint restores them.
 

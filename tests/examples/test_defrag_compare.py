@@ -439,7 +439,7 @@ def test_report_with_linear_only(tmp_path):
 
 def test_timing_note_names_mixed_setups(tmp_path):
     # Field case: the MNIST page averaged seconds per epoch over runs on two CPU models with
-    # one and two torch threads, and nothing on the page said so.
+    # one and two torch threads, and the page did not mention it.
     planned = plan(tmp_path, ["linear", "defrag"])
     for run in planned:
         write_fake_run(run, 100)

@@ -246,7 +246,7 @@ def test_record_without_checkpoint_is_kept(tmp_path, data_args, capsys, marker):
 
     assert status == 1
     error = capsys.readouterr().err
-    assert f"{tmp_path} already holds the record of a run ({marker})" in error
+    assert f"{tmp_path} already contains the record of a run ({marker})" in error
     assert "Choose another --output-dir" in error
     assert (tmp_path / marker).read_text(encoding="utf-8") == "kept\n"
     assert not (tmp_path / "config.json").exists()

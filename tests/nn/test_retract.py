@@ -141,7 +141,7 @@ def test_retract_failure_names_parameter_and_changes_nothing():
 
 def test_retract_names_step_that_wrote_nan():
     # Field case: Adam wrote a NaN into the weight before retract_, whose message then blamed
-    # the projection. It now says where the NaN came from and how to recover.
+    # the projection. The message now names where the NaN came from and how to recover.
     layer = GrassmannLinear(16, 4)
     with torch.no_grad():
         layer.weight[0, 0] = float("inf")
