@@ -557,6 +557,8 @@ def _train_step(
         state.scaler.scale(loss).backward()
         state.scaler.step(state.optimizer)
         state.scaler.update()
+    if config.optimizer == "adam-then-retract":
+        _flush_subnormals_(state.optimizer)
     if state.retract is not None:
         state.retract(state.model)
     if state.scheduler is not None:
@@ -564,6 +566,31 @@ def _train_step(
 
     correct = (logits.argmax(dim=1) == labels).sum()
     return ce_loss.detach(), aux_value.detach(), correct
+
+
+@torch.no_grad()
+def _flush_subnormals_(optimizer: torch.optim.Optimizer) -> None:
+    """Set the subnormal entries of the parameters and the optimizer state to zero, in place.
+
+    With the L2 weight decay of ``torch.optim.Adam``, weights that get no gradient signal
+    shrink until they are subnormal floats, and arithmetic on those is slow on x86 CPUs. In
+    a Fashion-MNIST run, epochs slowed from 25 s to 260 s, and a forward pass with its
+    epoch-11 weights took 0.83 s, against 0.02 s after this flush. The flushed values are below
+    ``torch.finfo(dtype).tiny`` (1.2e-38 in float32), so no prediction changes.
+
+    NOTE: ``torch.set_flush_denormal(True)`` did not remove the slowdown in that test, so the
+    values are flushed here instead.
+    """
+    for group in optimizer.param_groups:
+        for param in group["params"]:
+            state = optimizer.state.get(param, {})
+            tensors = [param, *(value for value in state.values() if _is_float_array(value))]
+            for tensor in tensors:
+                tensor.masked_fill_(tensor.abs() < torch.finfo(tensor.dtype).tiny, 0.0)
+
+
+def _is_float_array(value: Any) -> bool:
+    return isinstance(value, torch.Tensor) and value.is_floating_point() and value.dim() > 0
 
 
 def _evaluate(
