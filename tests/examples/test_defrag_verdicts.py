@@ -130,7 +130,8 @@ def test_cluster_rivals_leave_out_other_defrag_rows(tmp_path):
         "this page that are not DEFRAG: Linear. Silhouette, Center and Contrastive Center, "
         "rivals of DEFRAG in the paper, are not on this page, so these verdicts compare DEFRAG "
         "with Linear only. The DEFRAG rows are one method with different settings, so they are "
-        "not each other's rivals, and the last line names the one that leads." in text
+        "not each other's rivals, and the last line names the row with the best value of each "
+        "metric, without a test." in text
     )
     assert (
         "- DEFRAG (polar, rsgd) has a higher test silhouette score than every rival (here "
@@ -437,7 +438,7 @@ def test_paper_gaps_below_standard_error(tmp_path):
     text = render(planned)
 
     assert (
-        "One standard error of the paper's Linear accuracy on its 10,000 test images is 0.0024, "
+        "One standard error of the paper's Linear accuracy on its 10,000 test images is 0.00243, "
         "more than the paper's gap to Linear below, so its test set cannot order it." in text
     )
 

@@ -7,8 +7,8 @@
 # predictions (whose epoch shows that the run finished), so a tuning table can be rewritten.
 #
 # Usage: bash examples/defrag/reproduction/collect.sh [--tuning] RUNS_FOLDER DESTINATION RUN_NAME...
-# Example: bash examples/defrag/reproduction/collect.sh runs/defrag/table2 \
-#              examples/defrag/reproduction/fashion-mnist/runs linear-seed0 defrag-polar-rsgd-seed0
+# Example: bash examples/defrag/reproduction/collect.sh runs/defrag/table2-tuned \
+#              examples/defrag/reproduction/fashion-mnist/runs-tuned linear-seed0 defrag-polar-rsgd-seed0
 set -euo pipefail
 
 files="config.json metrics.json predictions.pt features.pt"
