@@ -255,6 +255,8 @@ def _last_values(argv: Sequence[str], parser: argparse.ArgumentParser) -> list[s
     values: dict[str, str | None] = {}
     tokens = iter(argv)
     for token in tokens:
+        # NOTE: argparse has no public map from option strings to actions, so this reads the
+        # private one that argparse itself uses to parse.
         action = parser._option_string_actions[token]
         values[token] = None if action.nargs == 0 else next(tokens)
 

@@ -385,13 +385,13 @@ def test_adam_state_subnormals_flushed():
         param[0] = -tiny / 2
         param[1] = tiny
         optimizer.state[param]["exp_avg"][2] = tiny / 3
-    kept = param.detach()[1:].clone()
-    kept_average = optimizer.state[param]["exp_avg"][[0, 1, 3]].clone()
+    normal_params = param.detach()[1:].clone()
+    normal_averages = optimizer.state[param]["exp_avg"][[0, 1, 3]].clone()
 
     train._flush_subnormals_(optimizer)
 
     assert param.detach()[0].item() == 0.0
-    assert torch.equal(param.detach()[1:], kept)
+    assert torch.equal(param.detach()[1:], normal_params)
     assert optimizer.state[param]["exp_avg"][2].item() == 0.0
-    assert torch.equal(optimizer.state[param]["exp_avg"][[0, 1, 3]], kept_average)
+    assert torch.equal(optimizer.state[param]["exp_avg"][[0, 1, 3]], normal_averages)
     assert optimizer.state[param]["step"].item() == 1.0
